@@ -1,0 +1,71 @@
+"""The course's numbers, in one place.
+
+Every threshold, epoch count, subset size, seed, time limit and path that the kit
+uses is defined here and nowhere else. Notebooks for students do not import this
+file (they must run on Colab or a laptop without the kit); the graders, the demo,
+the reference runs and the tests do.
+
+Where a number was derived from a measurement, the comment says which run
+produced it (see reference_solution/*/results.json and README.md).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# --- Paths -----------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent
+SOURCE_DIR = ROOT / "source"                    # instructor's notebooks, with solutions
+RELEASE_DIR = ROOT / "release"                  # what students get (nbgrader generate_assignment)
+SUBMITTED_DIR = ROOT / "submitted"              # nbgrader's collected submissions
+AUTOGRADED_DIR = ROOT / "autograded"
+FEEDBACK_DIR = ROOT / "feedback"
+GRADEBOOK = ROOT / "gradebook.db"
+REFERENCE_DIR = ROOT / "reference_solution"    # executed reference notebooks, models, results.json
+GRADER_TESTS_DIR = ROOT / "grader_tests"        # hidden graders: never released
+GRADES_CSV = ROOT / "grades.csv"
+
+# Where the four original Fashion-MNIST .gz files may be found when there is no internet
+# (Debian package dataset-fashion-mnist). They are copied into Keras's cache.
+FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
+
+COURSE_ID = "dl-fashion-mnist"
+
+# --- Grading limits (per submission) -----------------------------------------------
+SANDBOX_TIMEOUT_S = 120         # the child process that runs a student's functions, in all
+SANDBOX_CALL_TIMEOUT_S = 30     # one call of one student function
+SANDBOX_MEMORY_MB = 8192        # address-space limit of that child (TensorFlow reserves much virtual memory)
+GRADER_TIMEOUT_S = 300          # one run of the hidden graders on one notebook
+NOTEBOOK_CELL_TIMEOUT_S = 120   # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
+FEEDBACK_MESSAGE_CHARS = 600    # longest message a failed check shows the student
+
+
+@dataclass(frozen=True)
+class DenseLabSettings:
+    """Numbers for Lab 1, the dense network."""
+
+    assignment: str = "lab1_dense"
+    notebook: str = "lab1_dense.ipynb"
+    model_file: str = "lab1_dense_model.keras"
+
+    # Architecture check.
+    min_hidden_layers: int = 3
+    max_params: int = 5_000_000
+    num_classes: int = 10
+
+    # The submitted, fully trained model on the 10,000 test images.
+    saved_model_min_accuracy: float = 0.91
+
+    # The grader's brief retraining of the student's architecture.
+    retrain_train_size: int = 10_000
+    retrain_epochs: int = 3
+    retrain_batch_size: int = 128
+    retrain_learning_rate: float = 1e-3
+    retrain_seed: int = 42
+    retrain_min_accuracy: float = 0.80
+
+
+
+LAB1 = DenseLabSettings()
+
+# Seeds of the full reference runs (`make reference`).
+REFERENCE_SEEDS = (42, 43, 44)

@@ -1,0 +1,124 @@
+"""Helpers for writing hidden checks.
+
+A check fails through :class:`CheckFailed`, whose message is shown to the
+student as it is: say what was expected and what was found, in one or two
+sentences, without the hidden test data. Any other exception in a check is
+reported as a grader problem, not as the student's fault.
+"""
+
+import json
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Layers that compute nothing spatial: what a "dense network" may contain.
+DENSE_TYPE_LAYERS = frozenset({
+    "InputLayer", "Rescaling", "Normalization", "Reshape", "Flatten",
+    "Dense", "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise",
+    "BatchNormalization", "LayerNormalization",
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    "RandomFlip", "RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast",
+})
+DROPOUT_LAYERS = frozenset({"Dropout", "AlphaDropout", "GaussianDropout", "SpatialDropout1D",
+                            "SpatialDropout2D", "SpatialDropout3D"})
+
+
+class CheckFailed(AssertionError):
+    """A hidden check failed; the message is for the student."""
+
+
+def expect(condition, message):
+    """Fail the current check with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def value_of(result):
+    """The value a sandboxed call returned, or fail the check with the call's error."""
+    expect(result.ok, result.error)
+    return result.value
+
+
+def close(actual, expected, tolerance=1e-5):
+    """True when two arrays have the same shape and values within ``tolerance``."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    return actual.shape == expected.shape and bool(np.allclose(actual, expected, atol=tolerance, rtol=tolerance))
+
+
+def model_from_config(model_json):
+    """Rebuild a Keras model in the grader's process from the JSON a student's function produced.
+
+    Deserialisation runs in Keras's safe mode: Lambda layers with Python code and
+    unknown (custom) layer classes are refused.
+    """
+    import keras
+
+    try:
+        config = json.loads(model_json)
+        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as error:
+        raise CheckFailed(
+            "The model your build function returns could not be rebuilt from its configuration "
+            f"({type(error).__name__}: {str(error)[:200]}). Use only Keras's built-in layers: "
+            "no Lambda or custom layer classes."
+        ) from None
+
+
+def load_submitted_model(path):
+    """Load a submitted ``.keras`` file in safe mode, without its optimizer."""
+    import keras
+
+    expect(os.path.isfile(path), f"The saved model file {os.path.basename(path)} is missing from the "
+                                 "submission. Run the notebook's save cell and submit the file with it.")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise CheckFailed(
+            f"{os.path.basename(path)} could not be loaded as a Keras model in safe mode "
+            f"({type(error).__name__}: {str(error)[:200]}). Save it with model.save(MODEL_PATH) "
+            "and use only Keras's built-in layers."
+        ) from None
+
+
+def layer_classes(model):
+    """Class names of a model's layers, nested models flattened."""
+    names = []
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            names.extend(layer_classes(layer))
+        else:
+            names.append(type(layer).__name__)
+    return names
+
+
+def dense_layers(model):
+    """The model's Dense layers in order, nested models flattened."""
+    found = []
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            found.extend(dense_layers(layer))
+        elif type(layer).__name__ == "Dense":
+            found.append(layer)
+    return found
+
+
+def output_activation(model):
+    """Name of the activation that produces the model's output ('' if unknown)."""
+    last = model.layers[-1]
+    while hasattr(last, "layers") and last.layers:
+        last = last.layers[-1]
+    kind = type(last).__name__
+    if kind == "Softmax":
+        return "softmax"
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", str(activation or ""))
+
+
+def accuracy(model, images, labels, batch_size=512):
+    """Accuracy of ``model`` on raw images, computed by the grader (scikit-learn's metric)."""
+    from sklearn.metrics import accuracy_score
+
+    probabilities = np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    return float(accuracy_score(labels, probabilities.argmax(axis=-1)))

@@ -1,0 +1,90 @@
+"""Grade one submitted notebook with the hidden graders.
+
+The graders (``grader_tests/test_<assignment>.py``) run in their own pytest
+process, never in the student's kernel; they in turn run the student's functions
+in a sandbox. The result is one :class:`CheckResult` per nbgrader grade id.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import course_config
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one hidden check (one nbgrader grade id)."""
+
+    grade_id: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class GradingReport:
+    """All checks of one notebook; ``problem`` says why grading itself failed, if it did."""
+
+    checks: dict
+    problem: str = ""
+
+    def result_for(self, grade_id):
+        """The result for ``grade_id``; a failed one with an explanation if there is none."""
+        if grade_id in self.checks:
+            return self.checks[grade_id]
+        why = self.problem or f"no hidden check is registered for grade id '{grade_id}'"
+        return CheckResult(grade_id, False, f"This check could not be graded: {why}. "
+                                            "Tell your instructor.")
+
+
+def grader_file(assignment):
+    """The hidden grader module of an assignment."""
+    return course_config.GRADER_TESTS_DIR / f"test_{assignment}.py"
+
+
+def _shorten(text):
+    limit = course_config.FEEDBACK_MESSAGE_CHARS
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def grade_notebook(notebook, assignment, timeout=None):
+    """Run the hidden graders of ``assignment`` on ``notebook``.
+
+    The saved model and other files are looked up next to the notebook.
+
+    Returns
+    -------
+    GradingReport
+    """
+    timeout = timeout or course_config.GRADER_TIMEOUT_S
+    tests = grader_file(assignment)
+    if not tests.is_file():
+        return GradingReport({}, f"there are no hidden graders for '{assignment}' ({tests} is missing)")
+    with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as scratch:
+        report_path = Path(scratch) / "report.json"
+        command = [sys.executable, "-m", "pytest", str(tests), "--notebook", str(Path(notebook).resolve()),
+                   "--report", str(report_path), "-q", "-p", "no:cacheprovider", "--rootdir",
+                   str(course_config.GRADER_TESTS_DIR), "-o", "addopts="]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
+        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return GradingReport({}, f"the hidden graders did not finish within {timeout} s")
+        if not report_path.exists():
+            tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
+            return GradingReport({}, "the hidden graders stopped without a report: " + " | ".join(tail))
+        data = json.loads(report_path.read_text(encoding="utf-8"))
+    checks = {
+        grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
+        for grade_id, entry in data.get("checks", {}).items()
+    }
+    return GradingReport(checks)

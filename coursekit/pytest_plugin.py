@@ -1,0 +1,97 @@
+"""pytest support for the hidden graders.
+
+Each hidden test is marked with the nbgrader grade id it scores::
+
+    @pytest.mark.grade_id("test_softmax")
+    def test_softmax_is_stable(student): ...
+
+and receives the notebook under test via ``--notebook PATH``. With ``--report
+FILE`` the run writes one result per grade id: passed when every test with that
+id passed, with the students' messages of those that failed. This is what
+:mod:`coursekit.grading` and the nbgrader plugin read.
+
+``grader_tests/conftest.py`` pulls this module in with ``from
+coursekit.pytest_plugin import *``.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coursekit.checks import CheckFailed
+
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport",
+           "pytest_sessionfinish", "notebook_path", "submission_dir"]
+
+_OUTCOMES = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("coursekit", "hidden graders")
+    group.addoption("--notebook", help="the submitted notebook to grade (.ipynb)")
+    group.addoption("--report", help="write the per-grade-id results to this JSON file")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "grade_id(name): the nbgrader grade id this test scores")
+    config.stash[_OUTCOMES] = {}
+
+
+@pytest.fixture(scope="session")
+def notebook_path(request):
+    """The submitted notebook given with ``--notebook``."""
+    value = request.config.getoption("--notebook")
+    if not value:
+        pytest.fail("Give the notebook to grade: pytest grader_tests --notebook PATH", pytrace=False)
+    path = Path(value).resolve()
+    if not path.is_file():
+        pytest.fail(f"No notebook at {path}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def submission_dir(notebook_path):
+    """The folder of the submitted notebook, where the saved model must be."""
+    return notebook_path.parent
+
+
+def student_message(excinfo):
+    """What a student may read about a failure: the check's own message, or a grader problem."""
+    error = excinfo.value
+    if isinstance(error, CheckFailed):
+        return str(error)
+    if isinstance(error, pytest.fail.Exception):
+        return str(error)
+    return f"The grader could not complete this check ({type(error).__name__}: {str(error)[:300]})."
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    marker = item.get_closest_marker("grade_id")
+    if marker is None:
+        return report
+    grade_id = marker.args[0]
+    outcomes = item.config.stash[_OUTCOMES].setdefault(grade_id, {"tests": {}, "messages": []})
+    if report.failed:
+        outcomes["tests"][item.nodeid] = "failed"
+        outcomes["messages"].append(student_message(call.excinfo))
+    elif report.skipped and call.excinfo is not None:
+        outcomes["tests"][item.nodeid] = "failed"
+        outcomes["messages"].append(f"Not checked: {call.excinfo.value}")
+    elif report.when == "call":
+        outcomes["tests"].setdefault(item.nodeid, "passed")
+    return report
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--report", default=None)
+    if not path:
+        return
+    checks = {}
+    for grade_id, outcome in session.config.stash[_OUTCOMES].items():
+        passed = bool(outcome["tests"]) and all(v == "passed" for v in outcome["tests"].values())
+        checks[grade_id] = {"passed": passed, "messages": outcome["messages"], "tests": outcome["tests"]}
+    notebook = session.config.getoption("--notebook", default=None)
+    Path(path).write_text(json.dumps({"notebook": notebook, "checks": checks}, indent=1), encoding="utf-8")

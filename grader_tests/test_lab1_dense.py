@@ -1,0 +1,308 @@
+"""Hidden checks for Lab 1, the dense network.
+
+Every test is marked with the grade id of the notebook's test cell it scores. The
+student's functions run once, in a sandbox (the ``student`` fixture); models are
+rebuilt, trained and evaluated here, in the grader's own process, on data the
+grader loads itself.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from course_config import LAB1
+from coursekit.checks import (
+    DENSE_TYPE_LAYERS, DROPOUT_LAYERS, accuracy, close, dense_layers, expect, layer_classes,
+    load_submitted_model, model_from_config, output_activation, value_of,
+)
+from coursekit.data import load_fashion_mnist
+from coursekit.sandbox import Call, run_student_functions
+
+RNG = np.random.default_rng(20261123)
+
+# Hidden cases -----------------------------------------------------------------------
+PIXELS = RNG.integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
+PIXELS[0, 0, 0], PIXELS[0, 0, 1] = 0, 255
+TRAIN_IMAGES = RNG.normal(80.0, 30.0, size=(50, 28, 28)).astype(np.float32)
+OTHER_IMAGES = RNG.normal(140.0, 10.0, size=(20, 28, 28)).astype(np.float32)
+SPLIT_COUNT, SPLIT_FRACTION = 200, 0.2
+SPLIT_IMAGES = np.zeros((SPLIT_COUNT, 28, 28), dtype=np.uint8)
+SPLIT_IMAGES[:, 0, 0], SPLIT_IMAGES[:, 0, 1] = np.arange(SPLIT_COUNT) // 256, np.arange(SPLIT_COUNT) % 256
+SPLIT_LABELS = np.tile(np.arange(10, dtype=np.uint8), SPLIT_COUNT // 10)
+ACTIVATION_INPUT = np.concatenate([[-1000.0, -50.0, -1.0, 0.0, 1e-3, 2.5, 50.0, 1000.0], RNG.normal(0, 3, 24)])
+LARGE_LOGITS = np.array([1000.0, 1001.0, 1002.0])
+LOGIT_BATCH = np.vstack([RNG.normal(0, 50, size=(5, 10)), np.full((1, 10), -800.0)])
+HISTORY = {
+    "loss": [1.9, 1.2, 0.9, 0.7, 0.6, 0.55],
+    "val_loss": [2.1, 1.4, 1.1, 1.0, 0.98, 1.02],
+    "accuracy": [0.41, 0.58, 0.69, 0.75, 0.79, 0.81],
+    "val_accuracy": [0.37, 0.52, 0.63, 0.66, 0.68, 0.67],
+}
+CUSTOM_UNITS = [64, 48, 32, 16]
+
+CALLS = [
+    Call("scale_images", (PIXELS,), return_args=True),
+    Call("standardize", (TRAIN_IMAGES, OTHER_IMAGES), returns="arrays"),
+    Call("split_validation", (SPLIT_IMAGES, SPLIT_LABELS), {"val_fraction": SPLIT_FRACTION, "seed": 7},
+         returns="arrays"),
+    Call("relu", (ACTIVATION_INPUT,)),
+    Call("sigmoid", (ACTIVATION_INPUT,)),
+    Call("tanh", (ACTIVATION_INPUT,)),
+    Call("softmax", (LARGE_LOGITS,), name="softmax_large"),
+    Call("softmax", (LOGIT_BATCH,), name="softmax_batch"),
+    Call("build_dense_model", returns="model"),
+    Call("build_dense_model", kwargs={"hidden_units": CUSTOM_UNITS}, returns="model", name="build_custom"),
+    Call("plot_history", (HISTORY,), returns="figure"),
+]
+
+
+@pytest.fixture(scope="session")
+def student(notebook_path):
+    """Results of all calls of the student's functions, made once in the sandbox."""
+    return run_student_functions(notebook_path, CALLS)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def student_model(student):
+    """The student's default model, rebuilt in the grader's process from its configuration."""
+    return model_from_config(value_of(student["build_dense_model"])["json"])
+
+
+# Preprocessing -----------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_scale_images")
+def test_scale_images(student):
+    result = student["scale_images"]
+    scaled = value_of(result)
+    expect(scaled.shape == PIXELS.shape, f"scale_images should keep the shape {PIXELS.shape}; it returned {scaled.shape}.")
+    expect(scaled.dtype == np.float32, f"scale_images should return float32 values; it returned {scaled.dtype}.")
+    expect(close(scaled, PIXELS / 255.0),
+           f"scale_images should map pixel values 0..255 to [0, 1] (divide by 255); it returned values "
+           f"from {scaled.min():.3g} to {scaled.max():.3g}.")
+    expect(np.array_equal(result.args_after[0], PIXELS), "scale_images must not modify the array it is given.")
+
+
+@pytest.mark.grade_id("test_standardize")
+def test_standardize(student):
+    arrays = value_of(student["standardize"])
+    expect(len(arrays) == 2, f"standardize should return two arrays (train, other); it returned {len(arrays)}.")
+    train, other = arrays
+    mean, std = TRAIN_IMAGES.mean(), TRAIN_IMAGES.std()
+    expect(close(train, (TRAIN_IMAGES - mean) / std, 1e-3),
+           "standardize should return the training images minus their mean, divided by their standard "
+           "deviation (one mean and one std over all training pixels).")
+    expect(close(other, (OTHER_IMAGES - mean) / std, 1e-3),
+           "standardize should scale the other images with the TRAINING mean and std, not with their own: "
+           "statistics come from the training data only.")
+
+
+@pytest.mark.grade_id("test_split_validation")
+def test_split_validation(student):
+    arrays = value_of(student["split_validation"])
+    expect(len(arrays) == 4, f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
+    x_train, y_train, x_val, y_val = arrays
+    n_val = int(round(SPLIT_COUNT * SPLIT_FRACTION))
+    expect(len(x_val) == len(y_val) == n_val and len(x_train) == len(y_train) == SPLIT_COUNT - n_val,
+           f"With {SPLIT_COUNT} images and val_fraction={SPLIT_FRACTION}, expected {SPLIT_COUNT - n_val} training "
+           f"and {n_val} validation examples; got {len(x_train)} and {len(x_val)}.")
+    ids = lambda images: images[:, 0, 0].astype(int) * 256 + images[:, 0, 1].astype(int)
+    train_ids, val_ids = ids(x_train), ids(x_val)
+    expect(not set(train_ids) & set(val_ids), "The same image appears in both the training and the validation part.")
+    expect(sorted(np.concatenate([train_ids, val_ids])) == list(range(SPLIT_COUNT)),
+           "The two parts together should hold every image exactly once.")
+    expect(np.array_equal(SPLIT_LABELS[train_ids], y_train) and np.array_equal(SPLIT_LABELS[val_ids], y_val),
+           "Images and labels were separated: each label must stay with its image.")
+    expect(np.bincount(y_val, minlength=10).tolist() == [n_val // 10] * 10,
+           "The validation part should keep the class proportions (stratify by label).")
+    expect(not np.array_equal(val_ids, np.arange(SPLIT_COUNT - n_val, SPLIT_COUNT)),
+           "The validation part should be a random sample, not simply the last images.")
+
+
+# Activation functions -------------------------------------------------------------------
+
+def _reference_sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+@pytest.mark.grade_id("test_activations")
+@pytest.mark.parametrize("name, reference", [
+    ("relu", lambda x: np.maximum(x, 0.0)),
+    ("sigmoid", _reference_sigmoid),
+    ("tanh", np.tanh),
+])
+def test_activation(student, name, reference):
+    values = np.asarray(value_of(student[name]), dtype=float)
+    expect(values.shape == ACTIVATION_INPUT.shape, f"{name} should work elementwise and keep the input's shape.")
+    expect(np.all(np.isfinite(values)), f"{name} returned inf or nan for large inputs such as ±1000: make it numerically stable.")
+    expect(close(values, reference(ACTIVATION_INPUT), 1e-6), f"{name} returned wrong values for some inputs.")
+
+
+def _reference_softmax(z):
+    shifted = np.exp(z - z.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.grade_id("test_softmax")
+def test_softmax_large_logits(student):
+    values = np.asarray(value_of(student["softmax_large"]), dtype=float)
+    expect(np.all(np.isfinite(values)),
+           "softmax([1000, 1001, 1002]) gave inf or nan: subtract the largest logit before np.exp.")
+    expect(close(values, _reference_softmax(LARGE_LOGITS), 1e-6), "softmax returned wrong probabilities for large logits.")
+
+
+@pytest.mark.grade_id("test_softmax")
+def test_softmax_batch(student):
+    values = np.asarray(value_of(student["softmax_batch"]), dtype=float)
+    expect(values.shape == LOGIT_BATCH.shape, f"softmax of a {LOGIT_BATCH.shape} batch should keep that shape; got {values.shape}.")
+    expect(np.all(np.isfinite(values)) and close(values.sum(axis=-1), np.ones(len(LOGIT_BATCH)), 1e-6),
+           "For a batch of logits, each row of softmax should sum to 1 (normalise along the last axis).")
+    expect(close(values, _reference_softmax(LOGIT_BATCH), 1e-6), "softmax returned wrong probabilities for a batch of logits.")
+
+
+# Architecture ---------------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_architecture")
+def test_only_dense_type_layers(student_model):
+    others = sorted(set(layer_classes(student_model)) - DENSE_TYPE_LAYERS)
+    expect(not others, f"This lab is about dense networks, but the model contains {', '.join(others)}. "
+                       "Use Dense, Dropout, BatchNormalization, activation and preprocessing layers only.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_input_takes_raw_images(student_model):
+    shape = tuple(student_model.inputs[0].shape[1:])
+    expect(shape == (28, 28), f"The model should take raw 28×28 images (keras.Input(shape=(28, 28))); its input shape is {shape}.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_depth_dropout_and_output(student_model):
+    denses = dense_layers(student_model)
+    expect(denses, "The model has no Dense layer.")
+    hidden = len(denses) - 1
+    expect(hidden >= LAB1.min_hidden_layers,
+           f"The default model should have at least {LAB1.min_hidden_layers} hidden Dense layers; it has {hidden}.")
+    expect(DROPOUT_LAYERS & set(layer_classes(student_model)),
+           "No Dropout layer found: the default model should use dropout against overfitting.")
+    expect(denses[-1].units == LAB1.num_classes and output_activation(student_model) == "softmax",
+           f"The output should be Dense({LAB1.num_classes}, activation='softmax'); found Dense({denses[-1].units}) "
+           f"with activation '{output_activation(student_model)}'.")
+    params = student_model.count_params()
+    expect(params <= LAB1.max_params, f"The model has {params:,} parameters; the budget is {LAB1.max_params:,}.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_hidden_units_argument_is_used(student):
+    model = model_from_config(value_of(student["build_custom"])["json"])
+    units = [layer.units for layer in dense_layers(model)]
+    expect(units == CUSTOM_UNITS + [LAB1.num_classes],
+           f"build_dense_model(hidden_units={CUSTOM_UNITS}) should give Dense layers of {CUSTOM_UNITS + [10]} "
+           f"units; it gave {units}.")
+
+
+# Brief retraining by the grader ---------------------------------------------------------------
+
+def _training_subset(labels, size, seed):
+    rng = np.random.default_rng(seed)
+    per_class = size // 10
+    return np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(10)])
+
+
+def retrain_and_evaluate(model_json, data, settings=LAB1):
+    """Train a fresh copy of a model briefly, with the grader's fixed recipe; return test accuracy."""
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = data
+    keras.utils.set_random_seed(settings.retrain_seed)
+    model = model_from_config(model_json)
+    model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    subset = _training_subset(y_train, settings.retrain_train_size, settings.retrain_seed)
+    model.fit(x_train[subset].astype("float32"), y_train[subset], epochs=settings.retrain_epochs,
+              batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
+    return accuracy(model, x_test.astype("float32"), y_test)
+
+
+@pytest.mark.grade_id("test_retraining")
+def test_retrained_architecture_learns(student, student_model, fashion_mnist):
+    score = retrain_and_evaluate(value_of(student["build_dense_model"])["json"], fashion_mnist)
+    expect(score >= LAB1.retrain_min_accuracy,
+           f"The grader trained your default architecture for {LAB1.retrain_epochs} epochs on "
+           f"{LAB1.retrain_train_size:,} images (Adam, lr {LAB1.retrain_learning_rate}); it reached "
+           f"{score:.3f} test accuracy, below the bar of {LAB1.retrain_min_accuracy:.2f}. Check that every "
+           "layer can learn (trainable weights, sensible activations and initialisation).")
+
+
+# Plots ----------------------------------------------------------------------------------------
+
+def _find_line(axes, values):
+    for line in axes["lines"]:
+        if len(line["y"]) == len(values) and np.allclose(line["y"], values, atol=1e-6):
+            return line
+    return None
+
+
+@pytest.mark.grade_id("test_history_plot")
+@pytest.mark.parametrize("panel, train_key, val_key", [("loss", "loss", "val_loss"),
+                                                       ("accuracy", "accuracy", "val_accuracy")])
+def test_history_panel(student, panel, train_key, val_key):
+    axes = value_of(student["plot_history"])["axes"]
+    expect(len(axes) >= 2, f"plot_history should draw two panels (loss and accuracy); it drew {len(axes)}.")
+    holding = [ax for ax in axes if _find_line(ax, HISTORY[train_key]) or _find_line(ax, HISTORY[val_key])]
+    expect(holding, f"No panel shows the {panel} curves of the history it was given.")
+    ax = holding[0]
+    expect(_find_line(ax, HISTORY[train_key]) and _find_line(ax, HISTORY[val_key]),
+           f"The {panel} panel should show both the training and the validation curve "
+           f"(history['{train_key}'] and history['{val_key}']).")
+    expect(ax["xlabel"].strip() and ax["ylabel"].strip(), f"Label both axes of the {panel} panel.")
+    expect(ax["legend"] and len(ax["legend"]) >= 2, f"The {panel} panel needs a legend naming its two curves.")
+
+
+REQUIRED_FIGURES = {
+    "a grid of sample images": r"imshow",
+    "the activation functions with their derivatives": r"derivative",
+    "the training history": r"plot_history\(",
+    "the confusion matrix": r"(?i)confusion",
+    "the overfitting comparison": r"(?i)overfit",
+}
+
+
+def _code_cells_with_images(notebook_path):
+    notebook = json.loads(notebook_path.read_text(encoding="utf-8"))
+    cells = []
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", "")) if isinstance(cell.get("source"), list) else str(cell.get("source", ""))
+        has_image = any("image/png" in (output.get("data") or {}) for output in cell.get("outputs", []))
+        cells.append((source, has_image))
+    return cells
+
+
+@pytest.mark.grade_id("test_figures")
+def test_required_figures_in_outputs(notebook_path):
+    cells = _code_cells_with_images(notebook_path)
+    missing = [name for name, pattern in REQUIRED_FIGURES.items()
+               if not any(has_image and re.search(pattern, source) for source, has_image in cells)]
+    expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
+                        "Run all cells before submitting, so the figures are saved in the notebook.")
+
+
+# The submitted, fully trained model -------------------------------------------------------------
+
+@pytest.mark.grade_id("test_saved_model")
+def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
+    model = load_submitted_model(submission_dir / LAB1.model_file)
+    shape = tuple(model.inputs[0].shape[1:])
+    expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
+    _, (x_test, y_test) = fashion_mnist
+    score = accuracy(model, x_test.astype("float32"), y_test)
+    expect(score >= LAB1.saved_model_min_accuracy,
+           f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
+           f"the course bar is {LAB1.saved_model_min_accuracy:.2f}.")
