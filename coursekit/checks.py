@@ -84,24 +84,26 @@ def load_submitted_model(path):
 
 def layer_classes(model):
     """Class names of a model's layers, nested models flattened."""
-    names = []
+    return [type(layer).__name__ for layer in _leaf_layers(model)]
+
+
+def _leaf_layers(model):
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            names.extend(layer_classes(layer))
+            yield from _leaf_layers(layer)
         else:
-            names.append(type(layer).__name__)
-    return names
+            yield layer
+
+
+def dropout_rates(model):
+    """Rates of the model's dropout-type layers (0 for those without a rate)."""
+    return [float(getattr(layer, "rate", 0.0) or 0.0) for layer in _leaf_layers(model)
+            if type(layer).__name__ in DROPOUT_LAYERS]
 
 
 def dense_layers(model):
     """The model's Dense layers in order, nested models flattened."""
-    found = []
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            found.extend(dense_layers(layer))
-        elif type(layer).__name__ == "Dense":
-            found.append(layer)
-    return found
+    return [layer for layer in _leaf_layers(model) if type(layer).__name__ == "Dense"]
 
 
 def output_activation(model):
@@ -122,3 +124,31 @@ def accuracy(model, images, labels, batch_size=512):
 
     probabilities = np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
     return float(accuracy_score(labels, probabilities.argmax(axis=-1)))
+
+
+def _balanced_subset(labels, size, seed):
+    rng = np.random.default_rng(seed)
+    per_class = size // len(np.unique(labels))
+    return np.concatenate([rng.choice(np.flatnonzero(labels == label), per_class, replace=False)
+                           for label in np.unique(labels)])
+
+
+def brief_retraining(model, data, settings, seed=None):
+    """Train ``model`` (freshly built) with the grader's fixed recipe; return its test accuracy.
+
+    The recipe (subset size, epochs, batch size, learning rate, seed) comes from
+    ``settings``, a lab's entry in course_config.py. The reference runs measure the
+    same function on the reference architecture, which is where the bar comes from.
+    """
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = data
+    seed = settings.retrain_seed if seed is None else seed
+    keras.utils.set_random_seed(seed)
+    model = keras.models.clone_model(model)  # fresh weights drawn under the grader's seed
+    model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    subset = _balanced_subset(y_train, settings.retrain_train_size, seed)
+    model.fit(x_train[subset].astype("float32"), y_train[subset], epochs=settings.retrain_epochs,
+              batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
+    return accuracy(model, x_test.astype("float32"), y_test)

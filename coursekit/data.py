@@ -57,11 +57,12 @@ def _not_found_message(cache, sources):
     )
 
 
-def ensure_keras_cache(sources=None):
+def ensure_keras_cache(sources=None, allow_download=False):
     """Make sure Keras's cache holds the four Fashion-MNIST files; return the cache folder.
 
     Files already in the cache are kept. Missing ones are copied from the first
-    source folder that has all four.
+    source folder that has all four; failing that, and if ``allow_download``,
+    Keras downloads them.
 
     Raises
     ------
@@ -79,7 +80,20 @@ def ensure_keras_cache(sources=None):
             for name in _missing(cache):
                 shutil.copyfile(Path(source) / name, cache / name)
             return cache
+    if allow_download and _keras_download():
+        return cache
     raise DatasetNotFoundError(_not_found_message(cache, list(sources)))
+
+
+def _keras_download():
+    """Let Keras fetch the files into its cache; False when there is no network."""
+    try:
+        import keras
+
+        keras.datasets.fashion_mnist.load_data()
+        return not _missing(keras_cache_dir())
+    except Exception:
+        return False
 
 
 def _read_idx(path):

@@ -1,0 +1,79 @@
+"""Command line: ``python -m coursekit COMMAND`` (the Makefile's targets call these).
+
+Commands
+--------
+data        fill Keras's Fashion-MNIST cache from local files (or download)
+release     nbgrader generate_assignment for every lab
+reference   run the reference notebooks in full and record the results
+grade       run the hidden graders on one notebook and print the verdicts
+demo        the instructor's whole flow on demo submissions, with a summary table
+"""
+
+import argparse
+import sys
+
+import course_config
+
+
+def _data(args):
+    from coursekit.data import DatasetNotFoundError, ensure_keras_cache
+
+    try:
+        folder = ensure_keras_cache(allow_download=True)
+    except DatasetNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST is ready in {folder}")
+    return 0
+
+
+def _release(args):
+    from coursekit.course import generate_release
+
+    generate_release(course_config.ROOT, [course_config.LAB1.assignment])
+    print(f"Released to {course_config.RELEASE_DIR}")
+    return 0
+
+
+def _reference(args):
+    from coursekit.reference import run_reference
+
+    run_reference(course_config.LAB1, seeds=args.seeds or course_config.REFERENCE_SEEDS)
+    return 0
+
+
+def _grade(args):
+    from coursekit.grading import grade_notebook
+
+    report = grade_notebook(args.notebook, args.assignment)
+    if report.problem:
+        print(f"Grading failed: {report.problem}", file=sys.stderr)
+        return 2
+    for result in report.checks.values():
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.grade_id}  {result.message}")
+    return 0 if all(result.passed for result in report.checks.values()) else 1
+
+
+def _demo(args):
+    from coursekit.demo import run_demo
+
+    return run_demo(students=args.students)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("data", help="fill Keras's Fashion-MNIST cache").set_defaults(run=_data)
+    commands.add_parser("release", help="generate release/ from source/").set_defaults(run=_release)
+    reference = commands.add_parser("reference", help="full reference runs (long)")
+    reference.add_argument("--seeds", type=int, nargs="*", help="default: course_config.REFERENCE_SEEDS")
+    reference.set_defaults(run=_reference)
+    grade = commands.add_parser("grade", help="hidden graders on one notebook")
+    grade.add_argument("notebook")
+    grade.add_argument("--assignment", default=course_config.LAB1.assignment)
+    grade.set_defaults(run=_grade)
+    demo = commands.add_parser("demo", help="release, submit, autograde, feedback, export")
+    demo.add_argument("--students", nargs="*", help="only these demo students")
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    return args.run(args)

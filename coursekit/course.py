@@ -1,0 +1,83 @@
+"""The instructor's nbgrader flow, step by step, on a course folder.
+
+Each step runs nbgrader's own command line in the course folder (where
+``nbgrader_config.py`` is), so what the kit does is what an instructor would type.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+
+
+class NbgraderError(RuntimeError):
+    """An nbgrader command failed; the message holds the end of its log."""
+
+
+def nbgrader(root, *args, timeout=None):
+    """Run ``nbgrader ARGS`` in the course folder ``root``; return its log."""
+    command = [sys.executable, "-m", "nbgrader", *args]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise NbgraderError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{tail}")
+    return done.stdout + done.stderr
+
+
+def generate_release(root, assignments):
+    """source/A -> release/A with nbgrader generate_assignment (solutions and hidden tests removed)."""
+    for assignment in assignments:
+        nbgrader(root, "generate_assignment", assignment, "--force")
+
+
+def autograde(root, assignment, student=None):
+    """Autograde every submission of ``assignment`` (or one student's)."""
+    args = ["autograde", assignment, "--force"]
+    if student:
+        args.append(f"--student={student}")
+    return nbgrader(root, *args)
+
+
+def generate_feedback(root, assignment):
+    return nbgrader(root, "generate_feedback", assignment, "--force")
+
+
+def export_grades(root, csv_path):
+    return nbgrader(root, "export", f"--CsvExportPlugin.filename={csv_path}")
+
+
+def _failure_messages(autograded_notebook):
+    """grade_id -> the message of a failed autograder test cell in an autograded notebook."""
+    messages = {}
+    if not autograded_notebook.exists():
+        return messages
+    notebook = json.loads(autograded_notebook.read_text(encoding="utf-8"))
+    for cell in notebook.get("cells", []):
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        for output in cell.get("outputs", []):
+            if grade_id and output.get("output_type") == "error":
+                messages[grade_id] = output.get("evalue") or output.get("ename", "error")
+    return messages
+
+
+def check_table(root, assignment, notebook):
+    """Per student: autograded points per grade id, and the reasons for lost points.
+
+    Returns a list of dicts ``{"student", "scores": {grade_id: (score, max)}, "reasons": {...}}``,
+    read from nbgrader's gradebook and the autograded notebooks.
+    """
+    rows = []
+    db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
+    with Gradebook(db_url) as gradebook:
+        for student in sorted(s.id for s in gradebook.students):
+            try:
+                submission = gradebook.find_submission_notebook(notebook, assignment, student)
+            except MissingEntry:
+                continue
+            scores = {grade.name: (grade.score, grade.max_score) for grade in submission.grades
+                      if grade.cell.cell_type == "code"}
+            autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
+            rows.append({"student": student, "scores": scores, "reasons": _failure_messages(autograded)})
+    return rows

@@ -1,0 +1,123 @@
+"""``make demo``: the instructor's whole flow, on demo submissions.
+
+1. release: ``nbgrader generate_assignment`` turns source/ into release/;
+2. submit: demo students' notebooks and models go into submitted/ (the reference
+   solution and flawed variants, see :mod:`coursekit.submissions`);
+3. autograde: ``nbgrader autograde`` re-executes each notebook in quick mode and
+   the hidden graders score its test cells;
+4. feedback: ``nbgrader generate_feedback`` writes an HTML page per student;
+5. export: ``nbgrader export`` writes grades.csv;
+6. a table: points per check, total, and the reason for each lost point.
+"""
+
+import shutil
+import time
+from datetime import datetime, timezone
+
+import course_config
+from coursekit import course
+from coursekit.submissions import LAB1_SUBMISSIONS, make_weak_model, write_submission
+
+SHORT_NAMES = {
+    "test_scale_images": "scale", "test_standardize": "std", "test_split_validation": "split",
+    "test_activations": "act", "test_softmax": "smax", "test_architecture": "arch",
+    "test_retraining": "retr", "test_history_plot": "hist", "test_saved_model": "model",
+    "test_figures": "figs",
+}
+
+
+def _step(number, text):
+    print(f"\n[{number}/6] {text}", flush=True)
+
+
+def _fresh_submission_folders(root, student, assignment):
+    for top in ("submitted", "autograded", "feedback"):
+        shutil.rmtree(root / top / student / assignment, ignore_errors=True)
+
+
+def submit_demo_students(root, submissions, settings):
+    """Write each demo submission into submitted/STUDENT/ASSIGNMENT/, as `nbgrader collect` would."""
+    weak_model = None
+    for submission in submissions:
+        _fresh_submission_folders(root, submission.student, settings.assignment)
+        folder = root / "submitted" / submission.student / settings.assignment
+        if submission.weak_model and weak_model is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            weak_model = folder / settings.model_file
+            make_weak_model(weak_model, settings)
+        write_submission(submission, folder, settings, weak_model_path=weak_model)
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+        (folder / "timestamp.txt").write_text(stamp + "\n")
+        print(f"  {submission.student:24s} {submission.summary}")
+
+
+def format_table(rows, expected):
+    """The summary table: points per check, total, and the reasons for lost points."""
+    grade_ids = [gid for gid in SHORT_NAMES if any(gid in row["scores"] for row in rows)]
+    header = f"{'student':24s} " + " ".join(f"{SHORT_NAMES[g]:>5s}" for g in grade_ids) + "   total"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        scores = row["scores"]
+        got = sum(scores[g][0] or 0 for g in grade_ids if g in scores)
+        out_of = sum(scores[g][1] for g in grade_ids if g in scores)
+        cells = " ".join(f"{_points(scores.get(g)):>5s}" for g in grade_ids)
+        lines.append(f"{row['student']:24s} {cells}   {got:g}/{out_of:g}")
+        for grade_id in grade_ids:
+            score, maximum = scores.get(grade_id, (None, 0))
+            if score is not None and score < maximum:
+                reason = row["reasons"].get(grade_id, "no message")
+                lines.append(f"    -{maximum - score:g} {SHORT_NAMES[grade_id]}: {reason}")
+        want = expected.get(row["student"])
+        lost = {g for g in grade_ids if g in scores and (scores[g][0] or 0) < scores[g][1]}
+        if want is not None and lost != set(want):
+            lines.append(f"    !! expected to lose points on {sorted(want) or 'nothing'}, "
+                         f"lost them on {sorted(lost) or 'nothing'}")
+    return "\n".join(lines)
+
+
+def _points(score):
+    if score is None:
+        return "-"
+    value, _ = score
+    return "?" if value is None else f"{value:g}"
+
+
+def run_demo(students=None, root=None, settings=course_config.LAB1):
+    """Run the whole flow; return 0 when every demo submission scored as expected."""
+    root = root or course_config.ROOT
+    start = time.perf_counter()
+    submissions = [s for s in LAB1_SUBMISSIONS if (s.student in students if students else s.in_demo)]
+
+    _step(1, f"Release: nbgrader generate_assignment {settings.assignment} (source/ -> release/)")
+    course.generate_release(root, [settings.assignment])
+
+    _step(2, f"Submit: {len(submissions)} demo submissions into submitted/")
+    submit_demo_students(root, submissions, settings)
+
+    _step(3, "Autograde: re-execute each notebook in quick mode, then the hidden graders (grader_tests/)")
+    for submission in submissions:
+        began = time.perf_counter()
+        try:
+            course.autograde(root, settings.assignment, submission.student)
+            status = "graded"
+        except course.NbgraderError as error:  # one broken submission never stops the others
+            status = f"FAILED: {error}"
+        print(f"  {submission.student:24s} {status} in {time.perf_counter() - began:.0f} s", flush=True)
+
+    _step(4, "Feedback: nbgrader generate_feedback -> feedback/STUDENT/...html")
+    course.generate_feedback(root, settings.assignment)
+
+    _step(5, f"Export: nbgrader export -> {course_config.GRADES_CSV.name}")
+    course.export_grades(root, course_config.GRADES_CSV)
+
+    _step(6, "Autograded points per check (manually graded tasks wait in the formgrader)")
+    rows = [row for row in course.check_table(root, settings.assignment, settings.notebook.removesuffix(".ipynb"))
+            if row["student"] in {s.student for s in submissions}]
+    expected = {s.student: s.fails for s in submissions}
+    print(format_table(rows, expected))
+    as_expected = all(
+        {g for g, (score, maximum) in row["scores"].items() if (score or 0) < maximum} == set(expected[row["student"]])
+        for row in rows) and len(rows) == len(submissions)
+    print(f"\nDone in {time.perf_counter() - start:.0f} s. Feedback: {root / 'feedback'}; grades: "
+          f"{course_config.GRADES_CSV}. Every submission scored as expected: {'yes' if as_expected else 'NO'}.")
+    return 0 if as_expected else 1

@@ -1,0 +1,156 @@
+"""Reference runs: the source notebook's own solution code, executed in full.
+
+``make reference`` runs :func:`run_reference`: for each seed in
+``course_config.REFERENCE_SEEDS`` it executes the solution notebook (the source
+notebook with the solution markers removed, hidden tests and mark schemes
+cleared) with nbclient, then writes into ``reference_solution/<lab>/``:
+
+- the executed notebook of the first seed, with its outputs and plots;
+- that run's trained model (``.keras``);
+- ``results.json``: test accuracy per seed, mean and spread, seconds, hardware,
+  Keras backend and versions, and the grader's brief retraining of the reference
+  architecture (which the retraining bar in course_config.py is derived from).
+"""
+
+import copy
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme
+
+import course_config
+
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def solution_notebook(source_path):
+    """The source notebook as a perfect student would submit it: solutions in, hidden parts out."""
+    notebook = nbformat.read(source_path, as_version=4)
+    for cell in notebook.cells:
+        lines = cell.source.splitlines()
+        cell.source = "\n".join(line for line in lines if line.strip() not in SOLUTION_MARKERS)
+    notebook, _ = ClearHiddenTests().preprocess(notebook, {})
+    notebook, _ = ClearMarkScheme().preprocess(notebook, {})
+    return notebook
+
+
+def results_line(notebook):
+    """The JSON printed by the cell tagged ``results``."""
+    for cell in notebook.cells:
+        if "results" in cell.metadata.get("tags", []):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    for line in output.get("text", "").splitlines():
+                        if line.strip().startswith("{"):
+                            return json.loads(line)
+    raise ValueError("the notebook printed no results line (a cell tagged 'results')")
+
+
+def execute(notebook, folder, seed, timeout=None):
+    """Execute ``notebook`` in ``folder`` with ``LAB_SEED=seed``; return the executed copy."""
+    notebook = copy.deepcopy(notebook)
+    saved = {key: os.environ.get(key) for key in ("LAB_SEED", "NBGRADER_EXECUTION")}
+    os.environ["LAB_SEED"] = str(seed)
+    os.environ.pop("NBGRADER_EXECUTION", None)
+    try:
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return notebook
+
+
+def hardware():
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None, "machine": platform.machine(),
+            "system": platform.system()}
+
+
+def versions():
+    found = {"python": platform.python_version()}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "numpy", "scikit-learn", "nbgrader"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
+    """The grader's brief retraining of the reference architecture, over several seeds."""
+    import keras
+
+    from coursekit.checks import brief_retraining
+    from coursekit.data import load_fashion_mnist
+
+    data = load_fashion_mnist()
+    model = keras.saving.load_model(model_path, compile=False)
+    scores = [round(brief_retraining(model, data, settings, seed=seed), 4) for seed in seeds]
+    return {"recipe": {"train_size": settings.retrain_train_size, "epochs": settings.retrain_epochs,
+                       "batch_size": settings.retrain_batch_size, "learning_rate": settings.retrain_learning_rate},
+            "seeds": list(seeds), "test_accuracy": scores, "min": min(scores),
+            "mean": round(statistics.mean(scores), 4)}
+
+
+def run_reference(settings, seeds):
+    """Run the reference notebook once per seed and record everything in reference_solution/."""
+    import keras
+
+    lab_dir = course_config.REFERENCE_DIR / settings.assignment
+    runs_dir = lab_dir / "runs"
+    notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
+    runs = []
+    for index, seed in enumerate(seeds):
+        folder = runs_dir / f"seed-{seed}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        print(f"[reference] {settings.assignment}: seed {seed} ({index + 1}/{len(seeds)})", flush=True)
+        start = time.perf_counter()
+        executed = execute(notebook, folder, seed)
+        record = {"seed": seed, **results_line(executed),
+                  "notebook_seconds": round(time.perf_counter() - start, 1)}
+        print(f"[reference]   {json.dumps(record)}", flush=True)
+        runs.append(record)
+        if index == 0:
+            nbformat.write(executed, lab_dir / settings.notebook)
+            shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
+    accuracies = [run["test_accuracy"] for run in runs]
+    results = {
+        "lab": settings.assignment,
+        "command": "make reference",
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hardware": hardware(),
+        "keras_backend": keras.backend.backend(),
+        "versions": versions(),
+        "runs": runs,
+        "test_accuracy_mean": round(statistics.mean(accuracies), 4),
+        "test_accuracy_std": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0,
+        "test_accuracy_min": round(min(accuracies), 4),
+        "kept": {"seed": seeds[0], "notebook": settings.notebook, "model": settings.model_file},
+        "grader_retraining": calibrate_retraining(lab_dir / settings.model_file, settings),
+    }
+    (lab_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    print(f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
+          f"± {results['test_accuracy_std']:.4f} over seeds {list(seeds)}", flush=True)
+    return results

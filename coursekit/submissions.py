@@ -1,0 +1,245 @@
+"""Demo and test submissions: the reference solution and flawed variants of it.
+
+Each flawed submission is the executed reference notebook with one deliberate
+mistake, written as an edit (replace or delete one function, break one cell,
+clear the outputs, or submit a weak model). Defining them as edits keeps them in
+step with the source notebook. ``fails`` names the grade ids that the submission
+must fail, and no others: the tests assert exactly that, and ``make demo`` shows it.
+"""
+
+import ast
+import copy
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from textwrap import dedent
+from typing import Callable, Optional
+
+import course_config
+
+
+# Notebook edits ------------------------------------------------------------------------------
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _find_function(notebook, name):
+    """(cell, first line index, end line index) of the top-level ``def name`` in a code cell."""
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse(_source(cell))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+                return cell, first, node.end_lineno
+    raise LookupError(f"no code cell defines {name}()")
+
+
+def replace_function(notebook, name, new_source):
+    """Replace the definition of ``name`` with ``new_source``."""
+    cell, first, end = _find_function(notebook, name)
+    lines = _source(cell).splitlines()
+    cell["source"] = "\n".join(lines[:first] + dedent(new_source).strip("\n").splitlines() + lines[end:])
+
+
+def remove_function(notebook, name):
+    replace_function(notebook, name, "")
+
+
+def break_function_syntax(notebook, name):
+    """Drop the colon of ``def name(...):``, a typical syntax error."""
+    cell, first, _ = _find_function(notebook, name)
+    lines = _source(cell).splitlines()
+    for index in range(first, len(lines)):
+        if lines[index].lstrip().startswith("def ") and lines[index].rstrip().endswith(":"):
+            lines[index] = lines[index].rstrip()[:-1]
+            break
+    cell["source"] = "\n".join(lines)
+
+
+def clear_outputs(notebook):
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+
+
+# The flawed functions --------------------------------------------------------------------------
+
+DENSE_WITHOUT_DROPOUT = '''
+def build_dense_model(hidden_units=(512, 256, 128), activation="relu", dropout_rate=0.3, **options):
+    """A dense network that forgot its dropout."""
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Rescaling(1 / 255), layers.Flatten()])
+    for units in hidden_units:
+        model.add(layers.Dense(units, activation=activation))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+'''
+
+DENSE_WITH_CONVOLUTION = '''
+def build_dense_model(hidden_units=(512, 256, 128), activation="relu", dropout_rate=0.3, **options):
+    """A "dense" network that sneaks in a convolution."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Reshape((28, 28, 1))(x)
+    x = layers.Conv2D(16, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    for units in hidden_units:
+        x = layers.Dense(units, activation=activation)(x)
+        x = layers.Dropout(dropout_rate)(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+'''
+
+DENSE_THAT_CANNOT_LEARN = '''
+def build_dense_model(hidden_units=(512, 256, 128), activation="relu", dropout_rate=0.3, **options):
+    """All hidden weights start at zero: ReLU units stay dead and no gradient flows."""
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Rescaling(1 / 255), layers.Flatten()])
+    for units in hidden_units:
+        model.add(layers.Dense(units, activation=activation, kernel_initializer="zeros"))
+        model.add(layers.Dropout(dropout_rate))
+    model.add(layers.Dense(10, activation="softmax", kernel_initializer="zeros"))
+    return model
+'''
+
+HISTORY_PLOT_TRAINING_ONLY = '''
+def plot_history(history):
+    """Draws the training curves only."""
+    history = getattr(history, "history", history)
+    epochs = range(1, len(history["loss"]) + 1)
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, key in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.plot(epochs, history[key], label="training")
+        axes.set_title(key.capitalize())
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(key)
+        axes.legend()
+    return figure
+'''
+
+SCALING_BY_256 = '''
+def scale_images(images):
+    """Off by one, and float64."""
+    return images / 256
+'''
+
+SPLIT_WITHOUT_SHUFFLING = '''
+def split_validation(images, labels, val_fraction=0.1, seed=42):
+    """Takes the last images as validation data."""
+    cut = len(images) - int(round(len(images) * val_fraction))
+    return images[:cut], labels[:cut], images[cut:], labels[cut:]
+'''
+
+LEAKY_RELU = '''
+def relu(x):
+    """Leaky, which is not what was asked."""
+    return np.where(x > 0, x, 0.01 * x)
+'''
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One demo or test submission.
+
+    Attributes
+    ----------
+    student : str
+        nbgrader student id.
+    summary : str
+        What is wrong with it, for people.
+    fails : frozenset
+        Grade ids it must fail; all others it must pass.
+    edit : callable, optional
+        Changes the reference notebook (a dict) in place.
+    weak_model : bool
+        Submit a briefly trained model instead of the reference model.
+    in_demo : bool
+        Shown by ``make demo`` (all are used by the tests).
+    """
+
+    student: str
+    summary: str
+    fails: frozenset = field(default_factory=frozenset)
+    edit: Optional[Callable] = None
+    weak_model: bool = False
+    in_demo: bool = True
+
+
+LAB1_SUBMISSIONS = (
+    Submission("demo_reference", "the reference solution"),
+    Submission("demo_no_dropout", "build_dense_model has no dropout", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_WITHOUT_DROPOUT)),
+    Submission("demo_conv_layer", "a Conv2D layer in the dense lab", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_WITH_CONVOLUTION)),
+    Submission("demo_train_only_plot", "plot_history draws only the training curves",
+               frozenset({"test_history_plot"}),
+               lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY)),
+    Submission("demo_syntax_error", "a syntax error in the softmax cell", frozenset({"test_softmax"}),
+               lambda nb: break_function_syntax(nb, "softmax")),
+    Submission("demo_missing_function", "standardize was deleted", frozenset({"test_standardize"}),
+               lambda nb: remove_function(nb, "standardize")),
+    Submission("demo_low_accuracy", "the saved model was trained for one short epoch",
+               frozenset({"test_saved_model"}), weak_model=True),
+    Submission("demo_cannot_learn", "zero-initialised ReLU layers that cannot learn",
+               frozenset({"test_retraining"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_THAT_CANNOT_LEARN)),
+    Submission("test_wrong_scaling", "scale_images divides by 256 and returns float64",
+               frozenset({"test_scale_images"}), lambda nb: replace_function(nb, "scale_images", SCALING_BY_256),
+               in_demo=False),
+    Submission("test_unshuffled_split", "split_validation takes the last images",
+               frozenset({"test_split_validation"}),
+               lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING), in_demo=False),
+    Submission("test_leaky_relu", "relu is leaky", frozenset({"test_activations"}),
+               lambda nb: replace_function(nb, "relu", LEAKY_RELU), in_demo=False),
+    Submission("test_no_outputs", "submitted without running: no figures in the outputs",
+               frozenset({"test_figures"}), clear_outputs, in_demo=False),
+)
+
+
+# Writing submissions --------------------------------------------------------------------------------
+
+def reference_files(settings=course_config.LAB1):
+    """The executed reference notebook and its saved model, as kept in reference_solution/."""
+    folder = course_config.REFERENCE_DIR / settings.assignment
+    return folder / settings.notebook, folder / settings.model_file
+
+
+def make_weak_model(path, settings=course_config.LAB1, seed=0):
+    """Save a model of the reference architecture trained for one epoch on 1,000 images."""
+    import keras
+
+    from coursekit.data import load_fashion_mnist
+
+    _, model_path = reference_files(settings)
+    reference = keras.saving.load_model(model_path, compile=False)
+    keras.utils.set_random_seed(seed)
+    weak = keras.models.clone_model(reference)
+    weak.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    (x_train, y_train), _ = load_fashion_mnist()
+    weak.fit(x_train[:1000].astype("float32"), y_train[:1000], epochs=1, batch_size=128, verbose=0)
+    weak.save(path)
+
+
+def write_submission(submission, folder, settings=course_config.LAB1, weak_model_path=None):
+    """Write ``submission``'s notebook and model file into ``folder``; return the notebook path."""
+    notebook_path, model_path = reference_files(settings)
+    notebook = copy.deepcopy(json.loads(notebook_path.read_text(encoding="utf-8")))
+    if submission.edit:
+        submission.edit(notebook)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / settings.notebook
+    target.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if submission.weak_model:
+        if weak_model_path is None:
+            weak_model_path = folder / settings.model_file
+            make_weak_model(weak_model_path, settings)
+        else:
+            shutil.copyfile(weak_model_path, folder / settings.model_file)
+    else:
+        shutil.copyfile(model_path, folder / settings.model_file)
+    return target
