@@ -17,7 +17,6 @@ from coursekit.nbgrader_plugin import HiddenGraders
 c = get_config()  # noqa: F821  (provided by nbgrader)
 
 c.CourseDirectory.course_id = course_config.COURSE_ID
-c.CourseDirectory.db_assignments = [{"name": course_config.LAB1.assignment}]
 
 # Re-execution at grading time: the notebooks skip full training when NBGRADER_EXECUTION is
 # set, but a cell may still take longer than nbgrader's default of 30 s.
