@@ -3,13 +3,17 @@
 #   make test   the kit's test suite
 # Both are safe to run again.
 
-PYTHON ?= python3
+# The Python that creates the environment (found before PATH points into .venv).
+ifndef PYTHON
+PYTHON := $(shell command -v python3.11 || command -v python3)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 

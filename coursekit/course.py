@@ -5,6 +5,7 @@ Each step runs nbgrader's own command line in the course folder (where
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ class NbgraderError(RuntimeError):
 def nbgrader(root, *args, timeout=None):
     """Run ``nbgrader ARGS`` in the course folder ``root``; return its log."""
     command = [sys.executable, "-m", "nbgrader", *args]
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout)
+    # nbgrader runs `alembic` to create a gradebook: it must find this environment's scripts.
+    scripts = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=scripts + os.pathsep + os.environ.get("PATH", ""))
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise NbgraderError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{tail}")
