@@ -52,10 +52,15 @@ class DenseLabSettings:
     max_params: int = 5_000_000
     num_classes: int = 10
 
-    # The submitted, fully trained model on the 10,000 test images.
-    saved_model_min_accuracy: float = 0.91
+    # The submitted, fully trained model on the 10,000 test images. The reference network
+    # reached 0.9111, 0.9095 and 0.9111 with seeds 42, 43, 44 (mean 0.9106, `make reference`,
+    # 2-core CPU, TensorFlow backend; reference_solution/lab1_dense/results.json). The bar sits
+    # just below the lowest of them: 91 % is the goal students are given, not a sure thing.
+    saved_model_min_accuracy: float = 0.905
 
-    # The grader's brief retraining of the student's architecture.
+    # The grader's brief retraining of the student's architecture. On the reference
+    # architecture this recipe gave 0.818 to 0.832 test accuracy over 5 seeds (results.json,
+    # "grader_retraining"); a network that cannot learn stays near 0.10.
     retrain_train_size: int = 10_000
     retrain_epochs: int = 3
     retrain_batch_size: int = 128
