@@ -71,7 +71,7 @@ def load_definitions(notebook_path):
         try:
             module = definitions_only(source)
         except SyntaxError as error:
-            problems.append({"cell": index, "error": f"SyntaxError: {error.msg} (line {error.lineno})",
+            problems.append({"cell": index, "error": f"SyntaxError: {error.msg} (line {error.lineno} of that cell)",
                              "defines": _names_defined_in(source)})
             continue
         try:
@@ -169,8 +169,8 @@ def run_call(call, namespace, problems, inputs, call_timeout):
     if not callable(function):
         broken = [p for p in problems if function_name in p["defines"]]
         if broken:
-            record["error"] = (f"`{function_name}` could not be defined: the cell that defines it "
-                               f"(cell {broken[0]['cell']}) fails with {broken[0]['error']}")
+            record["error"] = (f"`{function_name}` could not be defined: the cell with `def {function_name}(` "
+                               f"fails with {broken[0]['error']}.")
         else:
             record["error"] = f"The notebook defines no function `{function_name}`."
         return record, arrays

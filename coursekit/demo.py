@@ -11,8 +11,10 @@
 """
 
 import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import course_config
 from coursekit import course
@@ -37,18 +39,18 @@ def _fresh_submission_folders(root, student, assignment):
 
 def submit_demo_students(root, submissions, settings):
     """Write each demo submission into submitted/STUDENT/ASSIGNMENT/, as `nbgrader collect` would."""
-    weak_model = None
-    for submission in submissions:
-        _fresh_submission_folders(root, submission.student, settings.assignment)
-        folder = root / "submitted" / submission.student / settings.assignment
-        if submission.weak_model and weak_model is None:
-            folder.mkdir(parents=True, exist_ok=True)
-            weak_model = folder / settings.model_file
+    with tempfile.TemporaryDirectory(prefix="coursekit-demo-") as scratch:
+        weak_model = None
+        if any(submission.weak_model for submission in submissions):
+            weak_model = Path(scratch) / settings.model_file
             make_weak_model(weak_model, settings)
-        write_submission(submission, folder, settings, weak_model_path=weak_model)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
-        (folder / "timestamp.txt").write_text(stamp + "\n")
-        print(f"  {submission.student:24s} {submission.summary}")
+        for submission in submissions:
+            _fresh_submission_folders(root, submission.student, settings.assignment)
+            folder = root / "submitted" / submission.student / settings.assignment
+            write_submission(submission, folder, settings, weak_model_path=weak_model)
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            (folder / "timestamp.txt").write_text(stamp + "\n")
+            print(f"  {submission.student:24s} {submission.summary}")
 
 
 def format_table(rows, expected):

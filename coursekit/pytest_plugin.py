@@ -76,7 +76,9 @@ def pytest_runtest_makereport(item, call):
     outcomes = item.config.stash[_OUTCOMES].setdefault(grade_id, {"tests": {}, "messages": []})
     if report.failed:
         outcomes["tests"][item.nodeid] = "failed"
-        outcomes["messages"].append(student_message(call.excinfo))
+        message = student_message(call.excinfo)
+        if message not in outcomes["messages"]:  # several tests of one check may fail for one reason
+            outcomes["messages"].append(message)
     elif report.skipped and call.excinfo is not None:
         outcomes["tests"][item.nodeid] = "failed"
         outcomes["messages"].append(f"Not checked: {call.excinfo.value}")

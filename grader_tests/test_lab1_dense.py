@@ -214,7 +214,7 @@ def test_retrained_architecture_learns(student, student_model, fashion_mnist):
     expect(score >= LAB1.retrain_min_accuracy,
            f"The grader trained your default architecture for {LAB1.retrain_epochs} epochs on "
            f"{LAB1.retrain_train_size:,} images (Adam, lr {LAB1.retrain_learning_rate}); it reached "
-           f"{score:.3f} test accuracy, below the bar of {LAB1.retrain_min_accuracy:.2f}. Check that every "
+           f"{score:.3f} test accuracy, below the bar of {LAB1.retrain_min_accuracy:.3f}. Check that every "
            "layer can learn (trainable weights, sensible activations and initialisation).")
 
 
@@ -284,4 +284,4 @@ def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
     score = accuracy(model, x_test.astype("float32"), y_test)
     expect(score >= LAB1.saved_model_min_accuracy,
            f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
-           f"the course bar is {LAB1.saved_model_min_accuracy:.2f}.")
+           f"the course bar is {LAB1.saved_model_min_accuracy:.3f}.")

@@ -40,7 +40,7 @@ def test_objects_that_are_not_arrays_are_refused(tmp_path):
 def test_missing_function_and_syntax_error_are_told_apart(tmp_path):
     path = notebook_with(tmp_path, "def broken(x)\n    return x", "def fine(x):\n    return x")
     run = run_student_functions(path, [Call("broken"), Call("absent"), Call("fine", (np.ones(1),))])
-    assert "SyntaxError" in run["broken"].error and "cell 0" in run["broken"].error
+    assert "SyntaxError" in run["broken"].error and "the cell with `def broken(`" in run["broken"].error
     assert "defines no function `absent`" in run["absent"].error
     assert run["fine"].ok
 
