@@ -1,12 +1,23 @@
 """Shared fixtures: demo/test submissions written once per session, and graded once."""
 
+import shutil
+
 import pytest
 
 import course_config
+from coursekit import course
 from coursekit.grading import grade_notebook
 from coursekit.submissions import LAB1_SUBMISSIONS, make_weak_model, write_submission
 
 SUBMISSIONS = {submission.student: submission for submission in LAB1_SUBMISSIONS}
+
+
+def released_course(root):
+    """An empty course folder with this kit's source/ and nbgrader_config.py, released with nbgrader."""
+    shutil.copytree(course_config.SOURCE_DIR, root / "source")
+    shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
+    course.generate_release(root, [course_config.LAB1.assignment])
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The whole nbgrader flow on a temporary course: generate, submit, autograde, feedback, export."""
 
 import csv
-import shutil
 import time
 
 import pytest
@@ -11,16 +10,15 @@ from coursekit import course
 from coursekit.demo import submit_demo_students
 from coursekit.submissions import LAB1_SUBMISSIONS
 
+from conftest import released_course
+
 LAB = course_config.LAB1
 STUDENTS = ("demo_reference", "demo_syntax_error")
 
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    shutil.copytree(course_config.SOURCE_DIR, root / "source")
-    shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
-    course.generate_release(root, [LAB.assignment])
+    root = released_course(tmp_path_factory.mktemp("course"))
     submit_demo_students(root, [s for s in LAB1_SUBMISSIONS if s.student in STUDENTS], LAB)
     seconds = {}
     for student in STUDENTS:

@@ -1,13 +1,12 @@
 """release/ is what nbgrader makes from source/, holds nothing hidden, and the reference runs source's code."""
 
 import json
-import shutil
 
 import nbformat
 import pytest
 
 import course_config
-from coursekit import course
+from conftest import released_course
 from coursekit.reference import solution_notebook
 
 LAB = course_config.LAB1
@@ -21,11 +20,7 @@ def released_notebook(folder):
 @pytest.fixture(scope="module")
 def fresh_release(tmp_path_factory):
     """generate_assignment run now, on a copy of source/, in an empty course folder."""
-    root = tmp_path_factory.mktemp("course")
-    shutil.copytree(course_config.SOURCE_DIR, root / "source")
-    shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
-    course.generate_release(root, [LAB.assignment])
-    return released_notebook(root)
+    return released_notebook(released_course(tmp_path_factory.mktemp("course")))
 
 
 def comparable(notebook):
