@@ -53,6 +53,11 @@ def submit_demo_students(root, submissions, settings):
             print(f"  {submission.student:24s} {submission.summary}")
 
 
+def lost_points(row):
+    """Grade ids on which a row of ``course.check_table`` lost points."""
+    return {grade_id for grade_id, (score, maximum) in row["scores"].items() if (score or 0) < maximum}
+
+
 def format_table(rows, expected):
     """The summary table: points per check, total, and the reasons for lost points."""
     grade_ids = [gid for gid in SHORT_NAMES if any(gid in row["scores"] for row in rows)]
@@ -70,7 +75,7 @@ def format_table(rows, expected):
                 reason = row["reasons"].get(grade_id, "no message")
                 lines.append(f"    -{maximum - score:g} {SHORT_NAMES[grade_id]}: {reason}")
         want = expected.get(row["student"])
-        lost = {g for g in grade_ids if g in scores and (scores[g][0] or 0) < scores[g][1]}
+        lost = lost_points(row)
         if want is not None and lost != set(want):
             lines.append(f"    !! expected to lose points on {sorted(want) or 'nothing'}, "
                          f"lost them on {sorted(lost) or 'nothing'}")
@@ -117,9 +122,8 @@ def run_demo(students=None, root=None, settings=course_config.LAB1):
             if row["student"] in {s.student for s in submissions}]
     expected = {s.student: s.fails for s in submissions}
     print(format_table(rows, expected))
-    as_expected = all(
-        {g for g, (score, maximum) in row["scores"].items() if (score or 0) < maximum} == set(expected[row["student"]])
-        for row in rows) and len(rows) == len(submissions)
+    as_expected = len(rows) == len(submissions) and all(
+        lost_points(row) == set(expected[row["student"]]) for row in rows)
     print(f"\nDone in {time.perf_counter() - start:.0f} s. Feedback: {root / 'feedback'}; grades: "
           f"{course_config.GRADES_CSV}. Every submission scored as expected: {'yes' if as_expected else 'NO'}.")
     return 0 if as_expected else 1
