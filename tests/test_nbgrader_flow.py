@@ -7,7 +7,7 @@ import pytest
 
 import course_config
 from coursekit import course
-from coursekit.demo import submit_demo_students
+from coursekit.demo import lost_points, submit_demo_students
 from coursekit.submissions import LAB1_SUBMISSIONS
 
 from conftest import released_course
@@ -43,8 +43,7 @@ def test_reference_gets_every_autograded_point(graded_course):
 def test_flawed_submission_loses_exactly_its_check_with_a_message(graded_course):
     root, _ = graded_course
     row = rows(root)["demo_syntax_error"]
-    lost = {grade_id for grade_id, (score, maximum) in row["scores"].items() if score < maximum}
-    assert lost == {"test_softmax"}
+    assert lost_points(row) == {"test_softmax"}
     assert "SyntaxError" in row["reasons"]["test_softmax"]
 
 
