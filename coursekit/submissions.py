@@ -121,6 +121,41 @@ def plot_history(history):
     return figure
 '''
 
+DENSE_IGNORING_HIDDEN_UNITS = '''
+def build_dense_model(hidden_units=(512, 256, 128), activation="relu", dropout_rate=0.3, **options):
+    """Always the same layers, whatever hidden_units says."""
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Rescaling(1 / 255), layers.Flatten()])
+    for units in (512, 256, 128):
+        model.add(layers.Dense(units, activation=activation))
+        model.add(layers.Dropout(dropout_rate))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+'''
+
+DENSE_TOO_SHALLOW = '''
+def build_dense_model(hidden_units=(256, 128), activation="relu", dropout_rate=0.3, **options):
+    """Two hidden layers by default, one short of the brief."""
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Rescaling(1 / 255), layers.Flatten()])
+    for units in hidden_units:
+        model.add(layers.Dense(units, activation=activation))
+        model.add(layers.Dropout(dropout_rate))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+'''
+
+HISTORY_PLOT_WITHOUT_AXIS_LABELS = '''
+def plot_history(history):
+    """Both curves and a legend, but unlabelled axes."""
+    history = getattr(history, "history", history)
+    figure, axes_pair = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, key in zip(axes_pair, ("loss", "accuracy")):
+        axes.plot(history[key], label="training")
+        axes.plot(history["val_" + key], label="validation")
+        axes.set_title(key)
+        axes.legend()
+    return figure
+'''
+
 SCALING_BY_256 = '''
 def scale_images(images):
     """Off by one, and float64."""
@@ -195,6 +230,13 @@ LAB1_SUBMISSIONS = (
                lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING), in_demo=False),
     Submission("test_leaky_relu", "relu is leaky", frozenset({"test_activations"}),
                lambda nb: replace_function(nb, "relu", LEAKY_RELU), in_demo=False),
+    Submission("test_ignores_hidden_units", "build_dense_model ignores its hidden_units argument",
+               frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS), in_demo=False),
+    Submission("test_too_shallow", "two hidden layers by default", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_TOO_SHALLOW), in_demo=False),
+    Submission("test_unlabelled_plot", "plot_history leaves the axes unlabelled", frozenset({"test_history_plot"}),
+               lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS), in_demo=False),
     Submission("test_no_outputs", "submitted without running: no figures in the outputs",
                frozenset({"test_figures"}), clear_outputs, in_demo=False),
 )

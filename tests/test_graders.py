@@ -22,6 +22,9 @@ EXPECTED_MESSAGES = {
     "test_unshuffled_split": "random sample",
     "test_leaky_relu": "relu returned wrong values",
     "test_no_outputs": "lack these figures",
+    "test_ignores_hidden_units": "should give Dense layers of",
+    "test_too_shallow": "at least 3 hidden Dense layers; it has 2",
+    "test_unlabelled_plot": "Label both axes",
 }
 
 
