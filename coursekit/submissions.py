@@ -143,6 +143,17 @@ def build_dense_model(hidden_units=(256, 128), activation="relu", dropout_rate=0
     return model
 '''
 
+DENSE_ON_FLAT_INPUT = '''
+def build_dense_model(hidden_units=(512, 256, 128), activation="relu", dropout_rate=0.3, **options):
+    """Expects images already flattened to 784 values."""
+    model = keras.Sequential([keras.Input(shape=(784,)), layers.Rescaling(1 / 255)])
+    for units in hidden_units:
+        model.add(layers.Dense(units, activation=activation))
+        model.add(layers.Dropout(dropout_rate))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+'''
+
 HISTORY_PLOT_WITHOUT_AXIS_LABELS = '''
 def plot_history(history):
     """Both curves and a legend, but unlabelled axes."""
@@ -235,6 +246,9 @@ LAB1_SUBMISSIONS = (
                lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS), in_demo=False),
     Submission("test_too_shallow", "two hidden layers by default", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_TOO_SHALLOW), in_demo=False),
+    Submission("test_flat_input", "the model expects flattened 784-value inputs",
+               frozenset({"test_architecture", "test_retraining"}),
+               lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT), in_demo=False),
     Submission("test_unlabelled_plot", "plot_history leaves the axes unlabelled", frozenset({"test_history_plot"}),
                lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS), in_demo=False),
     Submission("test_no_outputs", "submitted without running: no figures in the outputs",

@@ -210,6 +210,9 @@ def test_hidden_units_argument_is_used(student):
 
 @pytest.mark.grade_id("test_retraining")
 def test_retrained_architecture_learns(student, student_model, fashion_mnist):
+    shape = tuple(student_model.inputs[0].shape[1:])
+    expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
+                              f"your model's input shape is {shape}.")
     score = brief_retraining(model_from_config(value_of(student["build_dense_model"])["json"]), fashion_mnist, LAB1)
     expect(score >= LAB1.retrain_min_accuracy,
            f"The grader trained your default architecture for {LAB1.retrain_epochs} epochs on "

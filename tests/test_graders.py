@@ -25,6 +25,7 @@ EXPECTED_MESSAGES = {
     "test_ignores_hidden_units": "should give Dense layers of",
     "test_too_shallow": "at least 3 hidden Dense layers; it has 2",
     "test_unlabelled_plot": "Label both axes",
+    "test_flat_input": "raw 28×28 images",
 }
 
 
