@@ -82,6 +82,11 @@ def load_submitted_model(path):
         ) from None
 
 
+def input_shape(model):
+    """Shape of one input example, e.g. ``(28, 28)``."""
+    return tuple(model.inputs[0].shape[1:])
+
+
 def layer_classes(model):
     """Class names of a model's layers, nested models flattened."""
     return [type(layer).__name__ for layer in _leaf_layers(model)]
