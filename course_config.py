@@ -47,6 +47,11 @@ class DenseLabSettings:
     notebook: str = "lab1_dense.ipynb"
     model_file: str = "lab1_dense_model.keras"
 
+    @property
+    def notebook_id(self):
+        """nbgrader's name for the notebook: the file name without .ipynb."""
+        return self.notebook.removesuffix(".ipynb")
+
     # Architecture check.
     min_hidden_layers: int = 3
     max_params: int = 5_000_000

@@ -118,7 +118,7 @@ def run_demo(students=None, root=None, settings=course_config.LAB1):
     course.export_grades(root, course_config.GRADES_CSV)
 
     _step(6, "Autograded points per check (manually graded tasks wait in the formgrader)")
-    rows = [row for row in course.check_table(root, settings.assignment, settings.notebook.removesuffix(".ipynb"))
+    rows = [row for row in course.check_table(root, settings.assignment, settings.notebook_id)
             if row["student"] in {s.student for s in submissions}]
     expected = {s.student: s.fails for s in submissions}
     print(format_table(rows, expected))

@@ -31,7 +31,7 @@ def graded_course(tmp_path_factory):
 
 
 def rows(root):
-    return {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook[:-6])}
+    return {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
 
 
 def test_reference_gets_every_autograded_point(graded_course):
@@ -49,7 +49,7 @@ def test_flawed_submission_loses_exactly_its_check_with_a_message(graded_course)
 
 def test_feedback_shows_messages_but_no_hidden_tests_or_mark_schemes(graded_course):
     root, _ = graded_course
-    html = (root / "feedback" / "demo_syntax_error" / LAB.assignment / f"{LAB.notebook[:-6]}.html").read_text()
+    html = (root / "feedback" / "demo_syntax_error" / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
     assert "SyntaxError" in html
     for marker in ("BEGIN HIDDEN TESTS", "Hidden check", "BEGIN MARK SCHEME", "grader_tests/test_"):
         assert marker not in html
