@@ -30,7 +30,7 @@ def _data(args):
 def _release(args):
     from coursekit.course import generate_release
 
-    generate_release(course_config.ROOT, [course_config.LAB1.assignment])
+    generate_release(course_config.ROOT, [lab.assignment for lab in course_config.LABS])
     print(f"Released to {course_config.RELEASE_DIR}")
     return 0
 
@@ -38,7 +38,9 @@ def _release(args):
 def _reference(args):
     from coursekit.reference import run_reference
 
-    run_reference(course_config.LAB1, seeds=args.seeds or course_config.REFERENCE_SEEDS)
+    labs = [course_config.lab_settings(name) for name in args.labs] if args.labs else course_config.LABS
+    for lab in labs:
+        run_reference(lab, seeds=args.seeds or course_config.REFERENCE_SEEDS)
     return 0
 
 
@@ -66,6 +68,7 @@ def main(argv=None):
     commands.add_parser("data", help="fill Keras's Fashion-MNIST cache").set_defaults(run=_data)
     commands.add_parser("release", help="generate release/ from source/").set_defaults(run=_release)
     reference = commands.add_parser("reference", help="full reference runs (long)")
+    reference.add_argument("labs", nargs="*", help="labs to run, e.g. lab2_cnn (default: all)")
     reference.add_argument("--seeds", type=int, nargs="*", help="default: course_config.REFERENCE_SEEDS")
     reference.set_defaults(run=_reference)
     grade = commands.add_parser("grade", help="hidden graders on one notebook")
