@@ -157,3 +157,69 @@ def brief_retraining(model, data, settings, seed=None):
     model.fit(x_train[subset].astype("float32"), y_train[subset], epochs=settings.retrain_epochs,
               batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
     return accuracy(model, x_test.astype("float32"), y_test)
+
+
+# Convolutional networks ---------------------------------------------------------------------
+
+CONV_LAYERS = frozenset({"Conv2D", "SeparableConv2D", "DepthwiseConv2D"})
+POOLING_LAYERS = frozenset({"MaxPooling2D", "AveragePooling2D"})
+
+
+def conv_layers(model):
+    """The model's 2-D convolution layers in order, nested models flattened."""
+    return [layer for layer in _leaf_layers(model) if type(layer).__name__ in CONV_LAYERS]
+
+
+def downsampling_layers(model):
+    """Layers that shrink the feature maps: local pooling, or convolutions with a stride above 1."""
+    return [layer for layer in _leaf_layers(model)
+            if type(layer).__name__ in POOLING_LAYERS
+            or (type(layer).__name__ in CONV_LAYERS and max(getattr(layer, "strides", (1,))) > 1)]
+
+
+# Figures ------------------------------------------------------------------------------------
+
+def find_line(axes, values):
+    """The line of a described axes (see the sandbox's figure description) whose y data is ``values``."""
+    for line in axes["lines"]:
+        if len(line["y"]) == len(values) and np.allclose(line["y"], values, atol=1e-6):
+            return line
+    return None
+
+
+def check_history_panel(figure, history, panel, train_key, val_key):
+    """The history plot's ``panel`` shows both curves of ``history``, with axis labels and a legend."""
+    axes = figure["axes"]
+    expect(len(axes) >= 2, f"plot_history should draw two panels (loss and accuracy); it drew {len(axes)}.")
+    holding = [ax for ax in axes if find_line(ax, history[train_key]) or find_line(ax, history[val_key])]
+    expect(holding, f"No panel shows the {panel} curves of the history it was given.")
+    ax = holding[0]
+    expect(find_line(ax, history[train_key]) and find_line(ax, history[val_key]),
+           f"The {panel} panel should show both the training and the validation curve "
+           f"(history['{train_key}'] and history['{val_key}']).")
+    expect(ax["xlabel"].strip() and ax["ylabel"].strip(), f"Label both axes of the {panel} panel.")
+    expect(ax["legend"] and len(ax["legend"]) >= 2, f"The {panel} panel needs a legend naming its two curves.")
+
+
+def _code_cells_with_images(notebook_path):
+    notebook = json.loads(open(notebook_path, encoding="utf-8").read())
+    cells = []
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        has_image = any("image/png" in (output.get("data") or {}) for output in cell.get("outputs", []))
+        cells.append((source, has_image))
+    return cells
+
+
+def check_figures_in_outputs(notebook_path, required):
+    """Each required figure (name -> regular expression for the code that draws it) is in the outputs."""
+    import re
+
+    cells = _code_cells_with_images(notebook_path)
+    missing = [name for name, pattern in required.items()
+               if not any(has_image and re.search(pattern, source) for source, has_image in cells)]
+    expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
+                        "Run all cells before submitting, so the figures are saved in the notebook.")

@@ -59,7 +59,8 @@ def _grade(args):
 def _demo(args):
     from coursekit.demo import run_demo
 
-    return run_demo(students=args.students)
+    labs = [course_config.lab_settings(name) for name in args.labs] if args.labs else course_config.LABS
+    return run_demo(students=args.students, labs=labs)
 
 
 def main(argv=None):
@@ -76,6 +77,7 @@ def main(argv=None):
     grade.add_argument("--assignment", default=course_config.LAB1.assignment)
     grade.set_defaults(run=_grade)
     demo = commands.add_parser("demo", help="release, submit, autograde, feedback, export")
+    demo.add_argument("--labs", nargs="*", help="only these labs, e.g. lab2_cnn (default: all)")
     demo.add_argument("--students", nargs="*", help="only these demo students")
     demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import course_config
 from coursekit import course
-from coursekit.submissions import LAB1_SUBMISSIONS, make_weak_model, write_submission
+from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, write_submission
 
 SHORT_NAMES = {
     "test_scale_images": "scale", "test_standardize": "std", "test_split_validation": "split",
     "test_activations": "act", "test_softmax": "smax", "test_architecture": "arch",
     "test_retraining": "retr", "test_history_plot": "hist", "test_saved_model": "model",
-    "test_figures": "figs",
+    "test_figures": "figs", "test_prepare_images": "prep", "test_augmentation": "aug",
+    "test_conv_arithmetic": "conv", "test_misclassified_plot": "wrong",
 }
 
 
@@ -89,41 +90,51 @@ def _points(score):
     return "?" if value is None else f"{value:g}"
 
 
-def run_demo(students=None, root=None, settings=course_config.LAB1):
-    """Run the whole flow; return 0 when every demo submission scored as expected."""
+def run_demo(students=None, root=None, labs=course_config.LABS):
+    """Run the whole flow for every lab; return 0 when every demo submission scored as expected."""
     root = root or course_config.ROOT
     start = time.perf_counter()
-    submissions = [s for s in LAB1_SUBMISSIONS if (s.student in students if students else s.in_demo)]
+    chosen = {lab.assignment: [s for s in SUBMISSIONS_BY_LAB[lab.assignment]
+                               if (s.student in students if students else s.in_demo)] for lab in labs}
+    names = ", ".join(lab.assignment for lab in labs)
 
-    _step(1, f"Release: nbgrader generate_assignment {settings.assignment} (source/ -> release/)")
-    course.generate_release(root, [settings.assignment])
+    _step(1, f"Release: nbgrader generate_assignment {names} (source/ -> release/)")
+    course.generate_release(root, [lab.assignment for lab in labs])
 
-    _step(2, f"Submit: {len(submissions)} demo submissions into submitted/")
-    submit_demo_students(root, submissions, settings)
+    _step(2, f"Submit: {sum(map(len, chosen.values()))} demo submissions into submitted/")
+    for lab in labs:
+        print(f" {lab.assignment}:")
+        submit_demo_students(root, chosen[lab.assignment], lab)
 
     _step(3, "Autograde: re-execute each notebook in quick mode, then the hidden graders (grader_tests/)")
-    for submission in submissions:
-        began = time.perf_counter()
-        try:
-            course.autograde(root, settings.assignment, submission.student)
-            status = "graded"
-        except course.NbgraderError as error:  # one broken submission never stops the others
-            status = f"FAILED: {error}"
-        print(f"  {submission.student:24s} {status} in {time.perf_counter() - began:.0f} s", flush=True)
+    for lab in labs:
+        print(f" {lab.assignment}:")
+        for submission in chosen[lab.assignment]:
+            began = time.perf_counter()
+            try:
+                course.autograde(root, lab.assignment, submission.student)
+                status = "graded"
+            except course.NbgraderError as error:  # one broken submission never stops the others
+                status = f"FAILED: {error}"
+            print(f"  {submission.student:24s} {status} in {time.perf_counter() - began:.0f} s", flush=True)
 
-    _step(4, "Feedback: nbgrader generate_feedback -> feedback/STUDENT/...html")
-    course.generate_feedback(root, settings.assignment)
+    _step(4, "Feedback: nbgrader generate_feedback -> feedback/STUDENT/ASSIGNMENT/...html")
+    for lab in labs:
+        course.generate_feedback(root, lab.assignment)
 
     _step(5, f"Export: nbgrader export -> {course_config.GRADES_CSV.name}")
     course.export_grades(root, course_config.GRADES_CSV)
 
     _step(6, "Autograded points per check (manually graded tasks wait in the formgrader)")
-    rows = [row for row in course.check_table(root, settings.assignment, settings.notebook_id)
-            if row["student"] in {s.student for s in submissions}]
-    expected = {s.student: s.fails for s in submissions}
-    print(format_table(rows, expected))
-    as_expected = len(rows) == len(submissions) and all(
-        lost_points(row) == set(expected[row["student"]]) for row in rows)
+    as_expected = True
+    for lab in labs:
+        submissions = chosen[lab.assignment]
+        rows = [row for row in course.check_table(root, lab.assignment, lab.notebook_id)
+                if row["student"] in {s.student for s in submissions}]
+        expected = {s.student: s.fails for s in submissions}
+        print(f"\n{lab.assignment}\n{format_table(rows, expected)}")
+        as_expected &= len(rows) == len(submissions) and all(
+            lost_points(row) == set(expected[row["student"]]) for row in rows)
     print(f"\nDone in {time.perf_counter() - start:.0f} s. Feedback: {root / 'feedback'}; grades: "
           f"{course_config.GRADES_CSV}. Every submission scored as expected: {'yes' if as_expected else 'NO'}.")
     return 0 if as_expected else 1

@@ -63,6 +63,15 @@ def break_function_syntax(notebook, name):
     cell["source"] = "\n".join(lines)
 
 
+def clear_cell_outputs(notebook, marker):
+    """Clear the outputs of the code cell whose source contains ``marker`` (a figure never drawn)."""
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code" and marker in _source(cell):
+            cell["outputs"], cell["execution_count"] = [], None
+            return
+    raise LookupError(f"no code cell contains {marker!r}")
+
+
 def clear_outputs(notebook):
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
@@ -254,6 +263,152 @@ LAB1_SUBMISSIONS = (
     Submission("test_no_outputs", "submitted without running: no figures in the outputs",
                frozenset({"test_figures"}), clear_outputs, in_demo=False),
 )
+
+
+
+# Lab 2's flawed functions -------------------------------------------------------------------------
+
+CNN_WITHOUT_CONVOLUTIONS = '''
+def build_cnn_model(filters=(32, 64), dense_units=256, dropout_rate=0.25, dense_dropout_rate=0.5, augment=True):
+    """A dense network handed in as a CNN."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Flatten()(x)
+    for units in (512, dense_units):
+        x = layers.Dense(units, activation="relu")(x)
+        x = layers.Dropout(dense_dropout_rate)(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+'''
+
+CNN_WITHOUT_POOLING = '''
+def build_cnn_model(filters=(8, 16), dense_units=64, dropout_rate=0.25, dense_dropout_rate=0.5, augment=True):
+    """Convolutions at full resolution all the way: no pooling, no stride."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Reshape((28, 28, 1))(inputs)
+    x = layers.Rescaling(1 / 255)(x)
+    for count in filters:
+        x = layers.Conv2D(count, 3, padding="same", activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dense_dropout_rate)(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+'''
+
+CNN_WITH_ELEVEN_OUTPUTS = '''
+def build_cnn_model(filters=(32, 64), dense_units=256, dropout_rate=0.25, dense_dropout_rate=0.5, augment=True):
+    """One output too many ("an extra class for unknown items")."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Reshape((28, 28, 1))(inputs)
+    x = layers.Rescaling(1 / 255)(x)
+    for count in filters:
+        x = layers.Conv2D(count, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(dropout_rate)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dense_dropout_rate)(x)
+    return keras.Model(inputs, layers.Dense(11, activation="softmax")(x))
+'''
+
+CNN_IGNORING_FILTERS = '''
+def build_cnn_model(filters=(32, 64), dense_units=256, dropout_rate=0.25, dense_dropout_rate=0.5, augment=True):
+    """Always 32 and 64 filters, whatever `filters` says."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Reshape((28, 28, 1))(inputs)
+    x = layers.Rescaling(1 / 255)(x)
+    for count in (32, 64):
+        x = layers.Conv2D(count, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(dropout_rate)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dense_dropout_rate)(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+'''
+
+CNN_THAT_CANNOT_LEARN = '''
+def build_cnn_model(filters=(32, 64), dense_units=256, dropout_rate=0.25, dense_dropout_rate=0.5, augment=True):
+    """All kernels start at zero: every ReLU stays at 0 and no gradient reaches the weights."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Reshape((28, 28, 1))(inputs)
+    x = layers.Rescaling(1 / 255)(x)
+    for count in filters:
+        x = layers.Conv2D(count, 3, padding="same", activation="relu", kernel_initializer="zeros")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_initializer="zeros")(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax", kernel_initializer="zeros")(x))
+'''
+
+PREPARE_WITHOUT_CHANNEL_AXIS = '''
+def prepare_images(images):
+    """Scales, but forgets the channel axis."""
+    return np.asarray(images, dtype=np.float32) / 255.0
+'''
+
+CONV_PARAMS_WITHOUT_BIAS = '''
+def conv_params(kernel_size, in_channels, filters, use_bias=True):
+    """Forgets the biases."""
+    return kernel_size * kernel_size * in_channels * filters
+'''
+
+AUGMENTATION_WITHOUT_RANDOM_LAYERS = '''
+def build_augmentation(translation=0.1, zoom=0.1, contrast=0.1):
+    """Changes nothing."""
+    return keras.Sequential([layers.Identity()], name="augmentation")
+'''
+
+MISCLASSIFIED_PLOT_OF_ANY_IMAGES = '''
+def plot_misclassified(images, true_labels, predicted_labels, class_names, count=16):
+    """Shows the first images, right or wrong."""
+    figure, axes = plt.subplots(4, 4, figsize=(9, 10))
+    for ax, index in zip(axes.flat, range(min(count, len(images)))):
+        ax.imshow(images[index], cmap="gray_r")
+        ax.set_title(f"true: {class_names[true_labels[index]]}\\npred: {class_names[predicted_labels[index]]}")
+        ax.axis("off")
+    return figure
+'''
+
+
+def _several(*edits):
+    def edit(notebook):
+        for one in edits:
+            one(notebook)
+    return edit
+
+
+LAB2_SUBMISSIONS = (
+    Submission("demo_reference", "the reference solution"),
+    Submission("demo_dense_only", "build_cnn_model has no convolutions", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_CONVOLUTIONS)),
+    Submission("demo_no_pooling", "convolutions without pooling or strides", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_POOLING)),
+    Submission("demo_eleven_outputs", "the output layer has 11 units", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_ELEVEN_OUTPUTS)),
+    Submission("demo_low_accuracy", "the saved model was trained for one short epoch",
+               frozenset({"test_saved_model"}), weak_model=True),
+    Submission("demo_no_confusion_matrix", "the confusion matrix was never drawn", frozenset({"test_figures"}),
+               lambda nb: clear_cell_outputs(nb, "ConfusionMatrixDisplay(")),
+    Submission("demo_cannot_learn", "zero-initialised kernels that cannot learn", frozenset({"test_retraining"}),
+               lambda nb: replace_function(nb, "build_cnn_model", CNN_THAT_CANNOT_LEARN)),
+    Submission("test_ignores_filters", "build_cnn_model ignores its filters argument",
+               frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_cnn_model", CNN_IGNORING_FILTERS), in_demo=False),
+    Submission("test_preprocessing_flaws", "no channel axis, conv_params without biases, no random layers",
+               frozenset({"test_prepare_images", "test_conv_arithmetic", "test_augmentation"}),
+               _several(lambda nb: replace_function(nb, "prepare_images", PREPARE_WITHOUT_CHANNEL_AXIS),
+                        lambda nb: replace_function(nb, "conv_params", CONV_PARAMS_WITHOUT_BIAS),
+                        lambda nb: replace_function(nb, "build_augmentation", AUGMENTATION_WITHOUT_RANDOM_LAYERS)),
+               in_demo=False),
+    Submission("test_plot_flaws", "training curves only; the misclassified grid shows any images",
+               frozenset({"test_history_plot", "test_misclassified_plot"}),
+               _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
+                        lambda nb: replace_function(nb, "plot_misclassified", MISCLASSIFIED_PLOT_OF_ANY_IMAGES)),
+               in_demo=False),
+)
+
+# The demo and test submissions of each lab, by assignment name.
+SUBMISSIONS_BY_LAB = {course_config.LAB1.assignment: LAB1_SUBMISSIONS, course_config.LAB2.assignment: LAB2_SUBMISSIONS}
 
 
 # Writing submissions --------------------------------------------------------------------------------

@@ -6,16 +6,14 @@ rebuilt, trained and evaluated here, in the grader's own process, on data the
 grader loads itself.
 """
 
-import json
-import re
-
 import numpy as np
 import pytest
 
 from course_config import LAB1
 from coursekit.checks import (
-    DENSE_TYPE_LAYERS, accuracy, brief_retraining, close, dense_layers, dropout_rates, expect, input_shape,
-    layer_classes, load_submitted_model, model_from_config, output_activation, value_of,
+    DENSE_TYPE_LAYERS, accuracy, brief_retraining, check_figures_in_outputs, check_history_panel, close,
+    dense_layers, dropout_rates, expect, input_shape, layer_classes, load_submitted_model, model_from_config,
+    output_activation, value_of,
 )
 from coursekit.data import load_fashion_mnist
 from coursekit.sandbox import Call, run_student_functions
@@ -223,27 +221,11 @@ def test_retrained_architecture_learns(student_model, fashion_mnist):
 
 # Plots ----------------------------------------------------------------------------------------
 
-def _find_line(axes, values):
-    for line in axes["lines"]:
-        if len(line["y"]) == len(values) and np.allclose(line["y"], values, atol=1e-6):
-            return line
-    return None
-
-
 @pytest.mark.grade_id("test_history_plot")
 @pytest.mark.parametrize("panel, train_key, val_key", [("loss", "loss", "val_loss"),
                                                        ("accuracy", "accuracy", "val_accuracy")])
 def test_history_panel(student, panel, train_key, val_key):
-    axes = value_of(student["plot_history"])["axes"]
-    expect(len(axes) >= 2, f"plot_history should draw two panels (loss and accuracy); it drew {len(axes)}.")
-    holding = [ax for ax in axes if _find_line(ax, HISTORY[train_key]) or _find_line(ax, HISTORY[val_key])]
-    expect(holding, f"No panel shows the {panel} curves of the history it was given.")
-    ax = holding[0]
-    expect(_find_line(ax, HISTORY[train_key]) and _find_line(ax, HISTORY[val_key]),
-           f"The {panel} panel should show both the training and the validation curve "
-           f"(history['{train_key}'] and history['{val_key}']).")
-    expect(ax["xlabel"].strip() and ax["ylabel"].strip(), f"Label both axes of the {panel} panel.")
-    expect(ax["legend"] and len(ax["legend"]) >= 2, f"The {panel} panel needs a legend naming its two curves.")
+    check_history_panel(value_of(student["plot_history"]), HISTORY, panel, train_key, val_key)
 
 
 REQUIRED_FIGURES = {
@@ -255,25 +237,9 @@ REQUIRED_FIGURES = {
 }
 
 
-def _code_cells_with_images(notebook_path):
-    notebook = json.loads(notebook_path.read_text(encoding="utf-8"))
-    cells = []
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        source = "".join(cell.get("source", "")) if isinstance(cell.get("source"), list) else str(cell.get("source", ""))
-        has_image = any("image/png" in (output.get("data") or {}) for output in cell.get("outputs", []))
-        cells.append((source, has_image))
-    return cells
-
-
 @pytest.mark.grade_id("test_figures")
 def test_required_figures_in_outputs(notebook_path):
-    cells = _code_cells_with_images(notebook_path)
-    missing = [name for name, pattern in REQUIRED_FIGURES.items()
-               if not any(has_image and re.search(pattern, source) for source, has_image in cells)]
-    expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
-                        "Run all cells before submitting, so the figures are saved in the notebook.")
+    check_figures_in_outputs(notebook_path, REQUIRED_FIGURES)
 
 
 # The submitted, fully trained model -------------------------------------------------------------

@@ -7,36 +7,30 @@ import pytest
 import course_config
 from coursekit import course
 from coursekit.grading import grade_notebook
-from coursekit.submissions import LAB1_SUBMISSIONS, make_weak_model, write_submission
+from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, write_submission
 
-SUBMISSIONS = {submission.student: submission for submission in LAB1_SUBMISSIONS}
-
-
-def released_course(root):
+def released_course(root, labs=(course_config.LAB1,)):
     """An empty course folder with this kit's source/ and nbgrader_config.py, released with nbgrader."""
     shutil.copytree(course_config.SOURCE_DIR, root / "source")
     shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
-    course.generate_release(root, [course_config.LAB1.assignment])
+    course.generate_release(root, [lab.assignment for lab in labs])
     return root
 
 
 @pytest.fixture(scope="session")
-def weak_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weak") / course_config.LAB1.model_file
-    make_weak_model(path)
-    return path
+def lab_reports(tmp_path_factory):
+    """``report_for(lab, student)``: the grading report of one submission, computed once per session."""
+    cache, weak_models = {}, {}
 
-
-@pytest.fixture(scope="session")
-def lab1_reports(tmp_path_factory, weak_model):
-    """Grading report of every Lab 1 submission, computed on first use and kept for the session."""
-    cache = {}
-
-    def report_for(student):
-        if student not in cache:
-            folder = tmp_path_factory.mktemp(student)
-            notebook = write_submission(SUBMISSIONS[student], folder, weak_model_path=weak_model)
-            cache[student] = grade_notebook(notebook, course_config.LAB1.assignment)
-        return cache[student]
+    def report_for(lab, student):
+        if (lab.assignment, student) not in cache:
+            submission = {s.student: s for s in SUBMISSIONS_BY_LAB[lab.assignment]}[student]
+            if submission.weak_model and lab.assignment not in weak_models:
+                weak_models[lab.assignment] = tmp_path_factory.mktemp("weak") / lab.model_file
+                make_weak_model(weak_models[lab.assignment], lab)
+            folder = tmp_path_factory.mktemp(f"{lab.assignment}-{student}")
+            notebook = write_submission(submission, folder, lab, weak_model_path=weak_models.get(lab.assignment))
+            cache[lab.assignment, student] = grade_notebook(notebook, lab.assignment)
+        return cache[lab.assignment, student]
 
     return report_for

@@ -5,32 +5,53 @@ import json
 import pytest
 
 import course_config
-from coursekit.submissions import LAB1_SUBMISSIONS
+from coursekit.submissions import SUBMISSIONS_BY_LAB
 
-from conftest import SUBMISSIONS
+LAB1, LAB2 = course_config.LAB1, course_config.LAB2
 
 # A phrase that each flawed submission's message must contain: the student learns what was wrong.
+# A submission that fails several checks has one phrase per grade id.
 EXPECTED_MESSAGES = {
-    "demo_no_dropout": "No Dropout layer",
-    "demo_conv_layer": "Conv2D",
-    "demo_train_only_plot": "both the training and the validation curve",
-    "demo_syntax_error": "SyntaxError",
-    "demo_missing_function": "defines no function `standardize`",
-    "demo_low_accuracy": "the course bar is",
-    "demo_cannot_learn": "below the bar",
-    "test_wrong_scaling": "float32",
-    "test_unshuffled_split": "random sample",
-    "test_leaky_relu": "relu returned wrong values",
-    "test_no_outputs": "lack these figures",
-    "test_ignores_hidden_units": "should give Dense layers of",
-    "test_too_shallow": "at least 3 hidden Dense layers; it has 2",
-    "test_unlabelled_plot": "Label both axes",
-    "test_flat_input": "raw 28×28 images",
+    LAB1.assignment: {
+        "demo_no_dropout": "No Dropout layer",
+        "demo_conv_layer": "Conv2D",
+        "demo_train_only_plot": "both the training and the validation curve",
+        "demo_syntax_error": "SyntaxError",
+        "demo_missing_function": "defines no function `standardize`",
+        "demo_low_accuracy": "the course bar is",
+        "demo_cannot_learn": "below the bar",
+        "test_wrong_scaling": "float32",
+        "test_unshuffled_split": "random sample",
+        "test_leaky_relu": "relu returned wrong values",
+        "test_no_outputs": "lack these figures",
+        "test_ignores_hidden_units": "should give Dense layers of",
+        "test_too_shallow": "at least 3 hidden Dense layers; it has 2",
+        "test_unlabelled_plot": "Label both axes",
+        "test_flat_input": "raw 28×28 images",
+    },
+    LAB2.assignment: {
+        "demo_dense_only": "at least 2 convolutional layers (Conv2D); it has 0",
+        "demo_no_pooling": "never downsamples",
+        "demo_eleven_outputs": "found Dense(11)",
+        "demo_low_accuracy": "the course bar is",
+        "demo_no_confusion_matrix": "the confusion matrix",
+        "demo_cannot_learn": "below the bar",
+        "test_ignores_filters": "should give convolutional layers with [8, 16, 24] filters",
+        "test_preprocessing_flaws": {"test_prepare_images": "should add a channel axis",
+                                     "test_conv_arithmetic": "plus one bias per filter",
+                                     "test_augmentation": "random preprocessing layers"},
+        "test_plot_flaws": {"test_history_plot": "both the training and the validation curve",
+                            "test_misclassified_plot": "should show those 6"},
+    },
 }
+LABS = {LAB1.assignment: LAB1, LAB2.assignment: LAB2}
+CASES = [(assignment, s.student) for assignment, subs in SUBMISSIONS_BY_LAB.items() for s in subs]
 
 
-def lab1_grade_ids():
-    notebook = json.loads((course_config.SOURCE_DIR / "lab1_dense" / "lab1_dense.ipynb").read_text())
+def grade_ids(assignment):
+    """The autograded test cells' grade ids of a lab's source notebook."""
+    lab = LABS[assignment]
+    notebook = json.loads((course_config.SOURCE_DIR / lab.assignment / lab.notebook).read_text(encoding="utf-8"))
     ids = []
     for cell in notebook["cells"]:
         meta = cell["metadata"].get("nbgrader", {})
@@ -39,28 +60,41 @@ def lab1_grade_ids():
     return ids
 
 
-def test_every_check_has_a_submission_that_fails_it():
-    failing = set().union(*(s.fails for s in LAB1_SUBMISSIONS))
-    assert set(lab1_grade_ids()) == failing
+def expected_phrase(assignment, student, grade_id):
+    phrase = EXPECTED_MESSAGES[assignment][student]
+    return phrase[grade_id] if isinstance(phrase, dict) else phrase
 
 
-def test_every_flawed_submission_has_an_expected_message():
-    assert set(EXPECTED_MESSAGES) == {s.student for s in LAB1_SUBMISSIONS if s.fails}
+@pytest.mark.parametrize("assignment", sorted(SUBMISSIONS_BY_LAB))
+def test_every_check_has_a_submission_that_fails_it(assignment):
+    failing = set().union(*(s.fails for s in SUBMISSIONS_BY_LAB[assignment]))
+    assert set(grade_ids(assignment)) == failing
 
 
-@pytest.mark.parametrize("student", sorted(SUBMISSIONS))
-def test_submission_fails_exactly_its_checks(lab1_reports, student):
-    report = lab1_reports(student)
+@pytest.mark.parametrize("assignment", sorted(SUBMISSIONS_BY_LAB))
+def test_every_flawed_submission_has_an_expected_message(assignment):
+    flawed = {s.student: s for s in SUBMISSIONS_BY_LAB[assignment] if s.fails}
+    assert set(EXPECTED_MESSAGES[assignment]) == set(flawed)
+    for student, phrase in EXPECTED_MESSAGES[assignment].items():
+        if isinstance(phrase, dict):
+            assert set(phrase) == set(flawed[student].fails)
+
+
+@pytest.mark.parametrize("assignment, student", CASES)
+def test_submission_fails_exactly_its_checks(lab_reports, assignment, student):
+    report = lab_reports(LABS[assignment], student)
     assert not report.problem
-    assert set(report.checks) == set(lab1_grade_ids())
+    assert set(report.checks) == set(grade_ids(assignment))
     failed = {grade_id for grade_id, result in report.checks.items() if not result.passed}
-    assert failed == set(SUBMISSIONS[student].fails), {g: report.checks[g].message for g in failed}
+    submission = {s.student: s for s in SUBMISSIONS_BY_LAB[assignment]}[student]
+    assert failed == set(submission.fails), {g: report.checks[g].message for g in failed}
     for grade_id in failed:
-        assert EXPECTED_MESSAGES[student] in report.checks[grade_id].message
+        assert expected_phrase(assignment, student, grade_id) in report.checks[grade_id].message
 
 
-def test_messages_do_not_leak_hidden_test_code(lab1_reports):
-    for student in EXPECTED_MESSAGES:
-        for result in lab1_reports(student).checks.values():
+@pytest.mark.parametrize("assignment", sorted(SUBMISSIONS_BY_LAB))
+def test_messages_do_not_leak_hidden_test_code(lab_reports, assignment):
+    for student in EXPECTED_MESSAGES[assignment]:
+        for result in lab_reports(LABS[assignment], student).checks.values():
             assert "def test_" not in result.message and "grader_tests" not in result.message
             assert len(result.message) <= course_config.FEEDBACK_MESSAGE_CHARS

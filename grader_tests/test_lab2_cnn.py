@@ -1,0 +1,249 @@
+"""Hidden checks for Lab 2, the convolutional network.
+
+Every test is marked with the grade id of the notebook's test cell it scores. The
+student's functions run once, in a sandbox (the ``student`` fixture); models are
+rebuilt, trained and evaluated here, in the grader's own process, on data the
+grader loads itself.
+"""
+
+import numpy as np
+import pytest
+
+from course_config import LAB2
+from coursekit.checks import (
+    accuracy, brief_retraining, check_figures_in_outputs, check_history_panel, close, conv_layers,
+    dense_layers, downsampling_layers, expect, input_shape, layer_classes, load_submitted_model,
+    model_from_config, output_activation, value_of,
+)
+from coursekit.data import load_fashion_mnist
+from coursekit.sandbox import Call, run_student_functions
+
+RNG = np.random.default_rng(20261124)
+
+# Hidden cases -----------------------------------------------------------------------
+PIXELS = RNG.integers(0, 256, size=(5, 28, 28)).astype(np.uint8)
+PIXELS[0, 0, 0], PIXELS[0, 0, 1] = 0, 255
+ODD_PIXELS = RNG.integers(0, 256, size=(3, 10, 12)).astype(np.uint8)
+AUGMENTATION_LAYERS = {"RandomTranslation", "RandomZoom", "RandomContrast", "RandomFlip", "RandomRotation",
+                       "RandomCrop", "RandomBrightness"}
+# (size, kernel_size, stride, padding) -> expected output size
+CONV_SIZES = [((28, 3, 1, "valid"), 26), ((28, 5, 2, "valid"), 12), ((28, 3, 1, "same"), 28),
+              ((28, 3, 2, "same"), 14), ((7, 2, 2, "valid"), 3), ((13, 4, 3, "same"), 5)]
+# (kernel_size, in_channels, filters, use_bias) -> expected number of weights
+CONV_PARAMS = [((3, 1, 32, True), 320), ((3, 32, 64, True), 18_496), ((5, 16, 8, False), 3_200)]
+CUSTOM_FILTERS = [8, 16, 24]
+HISTORY = {
+    "loss": [1.5, 0.8, 0.6, 0.5, 0.45],
+    "val_loss": [1.2, 0.7, 0.55, 0.5, 0.52],
+    "accuracy": [0.52, 0.71, 0.79, 0.82, 0.84],
+    "val_accuracy": [0.6, 0.74, 0.8, 0.81, 0.8],
+}
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+GRID_IMAGES = RNG.integers(0, 256, size=(12, 28, 28)).astype(np.uint8)
+GRID_TRUE = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 6])
+GRID_PREDICTED = np.array([0, 3, 2, 4, 4, 7, 0, 7, 8, 5, 6, 6])  # wrong at 1, 3, 5, 6, 9, 10
+GRID_WRONG = np.flatnonzero(GRID_TRUE != GRID_PREDICTED)
+GRID_COUNT = 4
+
+CALLS = [
+    Call("prepare_images", (PIXELS,), return_args=True),
+    Call("prepare_images", (ODD_PIXELS,), name="prepare_odd_size"),
+    Call("build_augmentation", returns="model"),
+    *[Call("conv_output_size", args, name=f"conv_output_size_{index}") for index, (args, _) in enumerate(CONV_SIZES)],
+    *[Call("conv_params", args[:3], {"use_bias": args[3]}, name=f"conv_params_{index}")
+      for index, (args, _) in enumerate(CONV_PARAMS)],
+    Call("build_cnn_model", returns="model"),
+    Call("build_cnn_model", kwargs={"filters": CUSTOM_FILTERS}, returns="model", name="build_custom"),
+    Call("plot_history", (HISTORY,), returns="figure"),
+    Call("plot_misclassified", (GRID_IMAGES, GRID_TRUE, GRID_PREDICTED, CLASS_NAMES), returns="figure"),
+    Call("plot_misclassified", (GRID_IMAGES, GRID_TRUE, GRID_PREDICTED, CLASS_NAMES), {"count": GRID_COUNT},
+         returns="figure", name="plot_misclassified_few"),
+]
+
+
+@pytest.fixture(scope="session")
+def student(notebook_path):
+    """Results of all calls of the student's functions, made once in the sandbox."""
+    return run_student_functions(notebook_path, CALLS)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    return load_fashion_mnist()
+
+
+@pytest.fixture(scope="session")
+def student_model(student):
+    """The student's default model, rebuilt in the grader's process from its configuration."""
+    return model_from_config(value_of(student["build_cnn_model"])["json"])
+
+
+# Preprocessing ----------------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_prepare_images")
+def test_prepare_images(student):
+    result = student["prepare_images"]
+    prepared = value_of(result)
+    expected_shape = PIXELS.shape + (1,)
+    expect(prepared.shape == expected_shape,
+           f"prepare_images should add a channel axis: {PIXELS.shape} -> {expected_shape}; it returned {prepared.shape}.")
+    expect(prepared.dtype == np.float32, f"prepare_images should return float32 values; it returned {prepared.dtype}.")
+    expect(close(prepared[..., 0], PIXELS / 255.0),
+           f"prepare_images should scale pixel values 0..255 to [0, 1]; it returned values from "
+           f"{prepared.min():.3g} to {prepared.max():.3g}.")
+    expect(np.array_equal(result.args_after[0], PIXELS), "prepare_images must not modify the array it is given.")
+    odd = value_of(student["prepare_odd_size"])
+    expect(odd.shape == ODD_PIXELS.shape + (1,),
+           f"prepare_images should work for any image size: {ODD_PIXELS.shape} -> {ODD_PIXELS.shape + (1,)}; "
+           f"it returned {odd.shape}.")
+
+
+@pytest.mark.grade_id("test_augmentation")
+def test_augmentation_layers(student):
+    augmentation = model_from_config(value_of(student["build_augmentation"])["json"])
+    kinds = set(layer_classes(augmentation))
+    expect(kinds & AUGMENTATION_LAYERS,
+           "build_augmentation should contain random preprocessing layers (RandomTranslation, RandomZoom, "
+           f"RandomContrast, ...); it contains {', '.join(sorted(kinds)) or 'no layers'}.")
+    batch = PIXELS[:4, :, :, None].astype("float32") / 255.0
+    changed = np.asarray(augmentation(batch, training=True))
+    expect(changed.shape == batch.shape,
+           f"The augmentation should keep the image shape {batch.shape}; it returned {changed.shape}.")
+    expect(not np.allclose(changed, batch), "In training the augmentation should change the images; it did not.")
+    expect(np.allclose(np.asarray(augmentation(batch, training=False)), batch, atol=1e-5),
+           "Outside training (evaluate, predict) the augmentation must leave images unchanged.")
+
+
+@pytest.mark.grade_id("test_conv_arithmetic")
+@pytest.mark.parametrize("index", range(len(CONV_SIZES)))
+def test_conv_output_size(student, index):
+    (size, kernel, stride, padding), expected = CONV_SIZES[index]
+    got = value_of(student[f"conv_output_size_{index}"])
+    expect(np.ndim(got) == 0 and int(got) == expected,
+           f"conv_output_size gave {got} for a {size}-pixel input, a {kernel}x{kernel} kernel, stride {stride} "
+           f"and padding '{padding}'; the output has {expected} pixels.")
+
+
+@pytest.mark.grade_id("test_conv_arithmetic")
+@pytest.mark.parametrize("index", range(len(CONV_PARAMS)))
+def test_conv_params(student, index):
+    (kernel, channels, filters, use_bias), expected = CONV_PARAMS[index]
+    got = value_of(student[f"conv_params_{index}"])
+    expect(np.ndim(got) == 0 and int(got) == expected,
+           f"conv_params gave {got} for Conv2D({filters}, {kernel}) on {channels} input channels with "
+           f"use_bias={use_bias}; the layer has {expected:,} weights (a kernel per filter and input channel, "
+           "plus one bias per filter).")
+
+
+# Architecture ---------------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_architecture")
+def test_convolutions_and_downsampling(student_model):
+    convs = conv_layers(student_model)
+    expect(len(convs) >= LAB2.min_conv_layers,
+           f"The model should have at least {LAB2.min_conv_layers} convolutional layers (Conv2D); it has "
+           f"{len(convs)}. This lab is about convolutional networks.")
+    expect(downsampling_layers(student_model),
+           "The model never downsamples its feature maps: add pooling (MaxPooling2D or AveragePooling2D) "
+           "or a convolution with strides=2 between convolutional blocks.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_input_output_and_budget(student_model):
+    shape = input_shape(student_model)
+    expect(shape == (28, 28), f"The model should take raw 28×28 images (keras.Input(shape=(28, 28))); "
+                              f"its input shape is {shape}.")
+    denses = dense_layers(student_model)
+    units = denses[-1].units if denses else None
+    expect(units == LAB2.num_classes and output_activation(student_model) == "softmax",
+           f"The output should be Dense({LAB2.num_classes}, activation='softmax'), one probability per class; "
+           f"found Dense({units}) with activation '{output_activation(student_model)}'.")
+    params = student_model.count_params()
+    expect(params <= LAB2.max_params, f"The model has {params:,} parameters; the budget is {LAB2.max_params:,}.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_filters_argument_is_used(student):
+    model = model_from_config(value_of(student["build_custom"])["json"])
+    filters = sorted({layer.filters for layer in conv_layers(model) if hasattr(layer, "filters")})
+    expect(filters == sorted(CUSTOM_FILTERS),
+           f"build_cnn_model(filters={CUSTOM_FILTERS}) should give convolutional layers with {CUSTOM_FILTERS} "
+           f"filters; it gave {filters}.")
+
+
+# Brief retraining by the grader ------------------------------------------------------------
+
+@pytest.mark.grade_id("test_retraining")
+def test_retrained_architecture_learns(student_model, fashion_mnist):
+    shape = input_shape(student_model)
+    expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
+                              f"your model's input shape is {shape}.")
+    score = brief_retraining(student_model, fashion_mnist, LAB2)
+    expect(score >= LAB2.retrain_min_accuracy,
+           f"The grader trained your default architecture for {LAB2.retrain_epochs} epochs on "
+           f"{LAB2.retrain_train_size:,} images (Adam, lr {LAB2.retrain_learning_rate}, batch "
+           f"{LAB2.retrain_batch_size}); it reached {score:.3f} test accuracy, below the bar of "
+           f"{LAB2.retrain_min_accuracy:.3f}. Check that every layer can learn (trainable weights, sensible "
+           "activations and initialisation).")
+
+
+# Plots ----------------------------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_history_plot")
+@pytest.mark.parametrize("panel, train_key, val_key", [("loss", "loss", "val_loss"),
+                                                       ("accuracy", "accuracy", "val_accuracy")])
+def test_history_panel(student, panel, train_key, val_key):
+    check_history_panel(value_of(student["plot_history"]), HISTORY, panel, train_key, val_key)
+
+
+def _image_panels(figure):
+    return [ax for ax in figure["axes"] if ax["images"]]
+
+
+@pytest.mark.grade_id("test_misclassified_plot")
+def test_misclassified_grid_shows_the_mistakes(student):
+    panels = _image_panels(value_of(student["plot_misclassified"]))
+    expect(len(panels) == len(GRID_WRONG),
+           f"Given {len(GRID_TRUE)} images of which {len(GRID_WRONG)} are misclassified, plot_misclassified "
+           f"should show those {len(GRID_WRONG)}; it showed {len(panels)} images.")
+    for ax, index in zip(panels, GRID_WRONG):
+        true_name, predicted_name = CLASS_NAMES[GRID_TRUE[index]], CLASS_NAMES[GRID_PREDICTED[index]]
+        expect(true_name in ax["title"] and predicted_name in ax["title"],
+               f"Each image's title should name its true and its predicted class (e.g. 'true: {true_name}\\n"
+               f"pred: {predicted_name}'); found the title {ax['title']!r}.")
+
+
+@pytest.mark.grade_id("test_misclassified_plot")
+def test_misclassified_grid_respects_count(student):
+    panels = _image_panels(value_of(student["plot_misclassified_few"]))
+    expect(len(panels) == GRID_COUNT,
+           f"plot_misclassified(..., count={GRID_COUNT}) should show {GRID_COUNT} images; it showed {len(panels)}.")
+
+
+REQUIRED_FIGURES = {
+    "the augmented images": r"augmentation\(",
+    "the training history": r"plot_history\(",
+    "the confusion matrix": r"(?i)confusion",
+    "the misclassified images": r"plot_misclassified\(",
+    "the comparison chart": r"(?i)comparison",
+}
+
+
+@pytest.mark.grade_id("test_figures")
+def test_required_figures_in_outputs(notebook_path):
+    check_figures_in_outputs(notebook_path, REQUIRED_FIGURES)
+
+
+# The submitted, fully trained model -------------------------------------------------------------
+
+@pytest.mark.grade_id("test_saved_model")
+def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
+    model = load_submitted_model(submission_dir / LAB2.model_file)
+    shape = input_shape(model)
+    expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
+    _, (x_test, y_test) = fashion_mnist
+    score = accuracy(model, x_test.astype("float32"), y_test)
+    expect(score >= LAB2.saved_model_min_accuracy,
+           f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
+           f"the course bar is {LAB2.saved_model_min_accuracy:.3f}.")
