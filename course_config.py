@@ -9,6 +9,7 @@ Where a number was derived from a measurement, the comment says which run
 produced it (see reference_solution/*/results.json and README.md).
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,11 @@ SANDBOX_MEMORY_MB = 8192        # address-space limit of that child (TensorFlow 
 GRADER_TIMEOUT_S = 300          # one run of the hidden graders on one notebook
 NOTEBOOK_CELL_TIMEOUT_S = 120   # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
 FEEDBACK_MESSAGE_CHARS = 600    # longest message a failed check shows the student
+
+# The graders remember the scores they compute themselves (brief retraining of an architecture,
+# evaluation of a model file), keyed by a hash of what was scored, so an unchanged model is not
+# retrained when a class is regraded. Only the grader's process writes here; delete it to start afresh.
+GRADER_CACHE_DIR = Path(os.environ.get("COURSEKIT_GRADER_CACHE", ROOT / ".grader_cache"))
 
 
 @dataclass(frozen=True)

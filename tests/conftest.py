@@ -1,6 +1,8 @@
 """Shared fixtures: demo/test submissions written once per session, and graded once."""
 
+import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -8,6 +10,10 @@ import course_config
 from coursekit import course
 from coursekit.grading import grade_notebook
 from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, write_submission
+# The graders remember the scores they compute (course_config.GRADER_CACHE_DIR). The tests start from an
+# empty memory, shared by all gradings of this session: identical architectures are retrained once.
+os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="coursekit-grader-cache-")
+
 
 def released_course(root, labs=(course_config.LAB1,)):
     """An empty course folder with this kit's source/ and nbgrader_config.py, released with nbgrader."""
