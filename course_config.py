@@ -39,6 +39,16 @@ GRADER_TIMEOUT_S = 300          # one run of the hidden graders on one notebook
 NOTEBOOK_CELL_TIMEOUT_S = 120   # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
 FEEDBACK_MESSAGE_CHARS = 600    # longest message a failed check shows the student
 
+# --- Untrusted submissions: sandbox isolation and input limits (docs/threat_model.md) ----------
+# Student functions run in a child process (coursekit.sandbox) with the limits above and these.
+SANDBOX_USER = "nobody"             # when the grader runs as root, the child runs as this user ("" = stay root)
+SANDBOX_MAX_PROCESSES = 512         # RLIMIT_NPROC for that user: processes and threads (TensorFlow starts dozens)
+SANDBOX_MAX_OUTPUT_MB = 100         # largest file the child may write (RLIMIT_FSIZE), and most results read back
+SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`): no network, no stray processes
+SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
+SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
+SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
+
 # The graders remember the scores they compute themselves (brief retraining of an architecture,
 # evaluation of a model file), keyed by a hash of what was scored, so an unchanged model is not
 # retrained when a class is regraded. Only the grader's process writes here; delete it to start afresh.

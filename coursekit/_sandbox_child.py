@@ -56,8 +56,11 @@ def definitions_only(source):
     return ast.Module(body=kept, type_ignores=[])
 
 
-def load_definitions(notebook_path):
-    """Execute the notebook's definitions into a fresh namespace; report cells that failed."""
+def load_definitions(notebook_path, time_limit=30):
+    """Execute the notebook's definitions into a fresh namespace; report cells that failed.
+
+    Each cell's definitions get ``time_limit`` seconds (a decorator or class body may loop).
+    """
     with open(notebook_path, encoding="utf-8") as handle:
         notebook = json.load(handle)
     namespace = {"__name__": "__student__"}
@@ -73,12 +76,18 @@ def load_definitions(notebook_path):
             problems.append({"cell": index, "error": f"SyntaxError: {error.msg} (line {error.lineno} of that cell)",
                              "defines": _names_defined_in(source)})
             continue
+        signal.alarm(int(time_limit))
         try:
             with _quiet():
                 exec(compile(module, f"<cell {index}>", "exec"), namespace)
-        except Exception as error:  # one broken cell must not hide the others
+        except CallTimeout:
+            problems.append({"cell": index, "error": f"its definitions did not load within {time_limit} s",
+                             "defines": _names_defined_in(source)})
+        except (Exception, SystemExit, KeyboardInterrupt) as error:  # one broken cell must not hide the others
             problems.append({"cell": index, "error": f"{type(error).__name__}: {error}"[:MAX_TEXT],
                              "defines": _names_defined_in(source)})
+        finally:
+            signal.alarm(0)
     return namespace, problems
 
 
@@ -183,6 +192,9 @@ def run_call(call, namespace, problems, inputs, call_timeout):
         record["ok"] = True
     except CallTimeout:
         record["error"] = f"`{function_name}` did not finish within {call_timeout} s."
+    except (SystemExit, KeyboardInterrupt) as error:
+        record["error"] = (f"`{function_name}` tried to end the program ({type(error).__name__}, e.g. sys.exit() "
+                           "or exit()); a graded function must return its result.")
     except Exception as error:
         record["error"] = f"`{function_name}` raised {type(error).__name__}: {error}"[:MAX_TEXT]
     finally:
@@ -200,15 +212,22 @@ def main(request_dir):
     inputs_path = os.path.join(request_dir, "inputs.npz")
     inputs = dict(np.load(inputs_path, allow_pickle=False)) if os.path.exists(inputs_path) else {}
     signal.signal(signal.SIGALRM, _on_alarm)
-    namespace, problems = load_definitions(request["notebook"])
+    namespace, problems = load_definitions(request["notebook"], request["call_timeout"])
     results_path = os.path.join(request_dir, "results.jsonl")
     with open(results_path, "w", encoding="utf-8") as out:
         out.write(json.dumps({"cell_problems": problems}) + "\n")
         out.flush()
         for call in request["calls"]:
+            # Written first, so the grader knows which call was running if this process dies in it.
+            out.write(json.dumps({"started": call["name"]}) + "\n")
+            out.flush()
             record, arrays = run_call(call, namespace, problems, inputs, request["call_timeout"])
             if arrays:
-                np.savez(os.path.join(request_dir, f"out_{call['name']}.npz"), **arrays)
+                try:
+                    np.savez(os.path.join(request_dir, f"out_{call['name']}.npz"), **arrays)
+                except OSError as error:  # e.g. past the file-size limit
+                    record.update(ok=False, value=None, error=f"`{call['function']}` returned more data than "
+                                                              f"the grader accepts ({error.strerror}).")
             out.write(json.dumps(record) + "\n")
             out.flush()
 

@@ -5,26 +5,39 @@ the calls it wants (:class:`Call`), and :func:`run_student_functions` starts a
 child Python process that loads the notebook's definitions, makes the calls, and
 writes back JSON and ``.npz`` arrays, which are read without unpickling.
 
-The child runs in a scratch folder, in its own process group, with a wall-clock
-limit for the whole run and for each call, and an address-space limit
-(``course_config.SANDBOX_*``). Calls that did not finish come back as failed
-results with a message that says why, so each check can report it.
+The child runs in a scratch folder, in its own session, with a wall-clock limit
+for the whole run and for each call, limits on memory, file size and (as another
+user) processes, and without network (``course_config.SANDBOX_*``); see
+:func:`isolation` for what this machine allows and docs/threat_model.md for why.
+Calls that did not finish come back as failed results with a message that says
+why, so each check can report it; a call that kills the child costs only its own
+result, because the remaining calls run again in a fresh child.
 """
 
+import atexit
+import contextlib
+import functools
 import json
+import logging
 import os
+import pwd
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 import course_config
+from coursekit.notebooks import NotebookProblem, read_submission
+
+log = logging.getLogger(__name__)
 
 CHILD_SCRIPT = Path(__file__).with_name("_sandbox_child.py")
 RETURN_KINDS = ("array", "arrays", "model", "figure", "none")
@@ -82,16 +95,155 @@ class SandboxRun:
     results: dict
     cell_problems: list
     stopped: str = ""    # why the child stopped early, if it did
+    isolation: tuple = ()  # what isolated the child (see :func:`isolation`)
 
     def __getitem__(self, name):
         return self.results[name]
 
 
-def _limit_resources(memory_mb):
+# Isolation --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Isolation:
+    """How student code is isolated on this machine.
+
+    ``prefix`` is the command that starts the child in new network and PID
+    namespaces (and, when the grader is root, as ``user``); ``in_force`` lists
+    the protections that hold, ``missing`` those that do not, with the reason.
+    """
+
+    prefix: tuple
+    uid: int
+    gid: int
+    in_force: tuple
+    missing: tuple
+
+    @property
+    def drops_privileges(self):
+        return self.uid != os.getuid()
+
+
+def _prefix(user_ids, namespaces):
+    """The ``unshare`` command that starts the child: new network and PID namespaces (all of the
+    child's processes die with it) and/or another user (``user_ids``: uid, gid)."""
+    command = [shutil.which("unshare") or "/usr/bin/unshare"]
+    if namespaces:
+        command += ["--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
+    if user_ids:
+        command += ["--setgid", str(user_ids[1]), "--setuid", str(user_ids[0])]
+    elif namespaces and os.getuid() != 0:
+        command.append("--user")  # an unprivileged user namespace is what allows the others
+    return tuple(command + ["--"])
+
+
+def _probe(prefix, user_ids=None):
+    """'' if the interpreter starts and imports NumPy under ``prefix``, else why not."""
+    command = [*prefix, sys.executable, "-I", "-c", "import numpy"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=60, cwd="/",
+                              preexec_fn=_drop_groups if user_ids else None)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{type(error).__name__}: {error}"
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][:300] if lines else f"exit status {done.returncode}"
+    return ""
+
+
+def _drop_groups():
+    os.setgroups([])
+
+
+@functools.lru_cache(maxsize=None)
+def isolation(user=None, network=None):
+    """Decide, once per process, how the child is isolated here (see :class:`Isolation`).
+
+    As root, the child runs as ``course_config.SANDBOX_USER`` in new network and
+    PID namespaces. As another user it runs as that user, in new namespaces when
+    unprivileged user namespaces are allowed. What cannot be had is logged once as
+    a warning and listed in ``missing``; with ``SANDBOX_REQUIRE_ISOLATION`` it is
+    an error instead.
+    """
+    user = course_config.SANDBOX_USER if user is None else user
+    network = course_config.SANDBOX_ISOLATE_NETWORK if network is None else network
+    in_force, missing = ["scratch folder", "time limits", "memory limit", "file-size limit"], []
+    uid, gid, prefix = os.getuid(), os.getgid(), ()
+    user_ids = None
+    if os.getuid() == 0 and user:
+        try:
+            entry = pwd.getpwnam(user)
+            user_ids = (entry.pw_uid, entry.pw_gid)
+        except KeyError:
+            missing.append(f"user: there is no user {user!r} on this machine, so student code runs as root")
+    elif os.getuid() == 0:
+        missing.append("user: SANDBOX_USER is empty, so student code runs as root")
+    else:
+        missing.append(f"user: the grader is not root, so student code runs as uid {os.getuid()} "
+                       "and can read and write what the grader can")
+    attempts = ([(user_ids, network)] if user_ids else []) + ([(None, True)] if network else [])
+    for ids, namespaces in attempts:
+        why = _probe(_prefix(ids, namespaces), ids)
+        if not why:
+            prefix, (uid, gid) = _prefix(ids, namespaces), ids or (uid, gid)
+            break
+        if ids:
+            missing.append(f"user: {user!r} cannot run {sys.executable} ({why}); make the interpreter and "
+                           "its packages readable and executable for that user. Student code runs as root")
+        else:
+            missing.append(f"network and process namespaces: unavailable here ({why}); student code "
+                           "can use the network, and processes it detaches may outlive it")
+    if not network:
+        missing.append("network: SANDBOX_ISOLATE_NETWORK is off")
+    if "--net" in prefix:
+        in_force += ["no network", "own PID namespace"]
+    if uid != os.getuid():
+        in_force += [f"runs as {user}", "process limit", "course files closed to that user"]
+        close_to_others(private_course_paths())
+    if missing:
+        message = "Sandbox isolation is incomplete on this machine: " + "; ".join(missing) + "."
+        if course_config.SANDBOX_REQUIRE_ISOLATION:
+            raise RuntimeError(message + " (course_config.SANDBOX_REQUIRE_ISOLATION is set)")
+        log.warning(message)
+    return Isolation(tuple(prefix), uid, gid, tuple(in_force), tuple(missing))
+
+
+def close_to_others(paths):
+    """Remove the permissions of "others" from ``paths`` (those that exist), so the sandbox's user
+    can neither read nor write them. The grader runs as their owner and is not affected."""
+    for path in map(Path, paths):
+        if path.exists() and not path.is_symlink() and path.stat().st_mode & 0o007:
+            path.chmod(path.stat().st_mode & ~0o007)
+            log.info("Closed %s to other users (the sandbox's user among them)", path)
+
+
+def private_course_paths():
+    """What student code must not see: hidden graders, solutions, grades, other submissions."""
+    c = course_config
+    return (c.GRADER_TESTS_DIR, c.SOURCE_DIR, c.REFERENCE_DIR, c.SUBMITTED_DIR, c.AUTOGRADED_DIR, c.FEEDBACK_DIR,
+            c.GRADEBOOK, c.GRADES_CSV, c.GRADER_CACHE_DIR)
+
+
+@functools.lru_cache(maxsize=None)
+def _scratch_parent():
+    """A folder for the scratch folders that others may cross but not list: one sandbox cannot find another's."""
+    parent = tempfile.mkdtemp(prefix="coursekit-sandboxes-")
+    os.chmod(parent, 0o711)
+    atexit.register(shutil.rmtree, parent, True)
+    return parent
+
+
+def _limit_resources(memory_mb, max_processes, drops_privileges):
+    """Runs in the new process before it starts the child: resource limits, and no supplementary groups."""
     def apply():
         limit = memory_mb * 1024 * 1024
+        output = course_config.SANDBOX_MAX_OUTPUT_MB * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (output, output))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        if drops_privileges:
+            os.setgroups([])
+            resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
     return apply
 
 
@@ -122,33 +274,81 @@ def _encode_calls(calls):
     return encoded, arrays
 
 
+class _Budget:
+    """How many bytes of results may still be read back from one sandbox run."""
+
+    def __init__(self):
+        self.left = course_config.SANDBOX_MAX_OUTPUT_MB * 1024 * 1024
+
+    def take(self, size):
+        self.left -= size
+        return self.left >= 0
+
+
+def _regular_file(path):
+    """Only plain files the child wrote are read back, never links it planted."""
+    return path.is_file() and not path.is_symlink()
+
+
 def _read_results(workdir, calls):
-    results, problems = {}, []
+    """(results by name, cell problems, name of the call that started but never finished)."""
+    results, problems, running = {}, [], None
     path = Path(workdir) / "results.jsonl"
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    budget = _Budget()
+    lines = []
+    if _regular_file(path) and budget.take(path.stat().st_size):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     by_name = {call.name: call for call in calls}
     for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             break  # a line cut short by a kill
+        if not isinstance(record, dict):
+            continue
         if "cell_problems" in record:
             problems = record["cell_problems"] if isinstance(record["cell_problems"], list) else []
+            continue
+        if record.get("started") in by_name:
+            running = record["started"]
             continue
         name = record.get("name")
         if name not in by_name:
             continue
-        results[name] = _result_from_record(record, by_name[name], workdir)
-    return results, problems
+        results[name] = _result_from_record(record, by_name[name], workdir, budget)
+        running = None if running == name else running
+    return results, problems, running
 
 
-def _result_from_record(record, call, workdir):
+def _npz_size(path):
+    """Bytes the arrays of an .npz file take once loaded, from their headers (before loading them)."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                shape, _, dtype = np.lib.format._read_array_header(handle, version)
+                if dtype.hasobject:
+                    raise ValueError("object arrays are not accepted")
+                total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return total
+
+
+def _result_from_record(record, call, workdir, budget):
     if not record.get("ok"):
         return CallResult(call.name, False, str(record.get("error") or "the call failed"))
     value = record.get("value")
     args_after = ()
     npz_path = Path(workdir) / f"out_{call.name}.npz"
-    if npz_path.exists():
+    if _regular_file(npz_path):
+        try:
+            fits = budget.take(_npz_size(npz_path))
+        except Exception as error:  # a file the student's code forged or damaged
+            return CallResult(call.name, False, f"`{call.function}`'s results could not be read back "
+                                                f"({type(error).__name__}).")
+        if not fits:
+            return CallResult(call.name, False, f"`{call.function}` returned more data than the grader accepts "
+                                                f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB in all).")
         with np.load(npz_path, allow_pickle=False) as data:
             stored = {key: data[key] for key in data.files}
         if call.returns in ("array", "arrays"):
@@ -159,66 +359,100 @@ def _result_from_record(record, call, workdir):
     return CallResult(call.name, True, "", value, args_after)
 
 
-def run_student_functions(notebook, calls, timeout=None, call_timeout=None, memory_mb=None):
+def run_student_functions(notebook, calls, timeout=None, call_timeout=None, memory_mb=None, max_processes=None):
     """Call a notebook's functions in a sandboxed child process.
 
     Parameters
     ----------
     notebook : path-like
-        The submitted ``.ipynb`` file. It is read, never modified.
+        The submitted ``.ipynb`` file. It is read (see :mod:`coursekit.notebooks`),
+        never modified; the child gets a clean copy in its scratch folder.
     calls : list of Call
-    timeout, call_timeout, memory_mb
+    timeout, call_timeout, memory_mb, max_processes
         Limits; default to ``course_config.SANDBOX_TIMEOUT_S``,
-        ``SANDBOX_CALL_TIMEOUT_S`` and ``SANDBOX_MEMORY_MB``.
+        ``SANDBOX_CALL_TIMEOUT_S``, ``SANDBOX_MEMORY_MB`` and ``SANDBOX_MAX_PROCESSES``.
 
     Returns
     -------
     SandboxRun
-        One :class:`CallResult` per call, failed ones included.
+        One :class:`CallResult` per call, failed ones included. A notebook that
+        cannot be read fails every call with the reason, for the student.
     """
     timeout = timeout or course_config.SANDBOX_TIMEOUT_S
     call_timeout = call_timeout or course_config.SANDBOX_CALL_TIMEOUT_S
-    memory_mb = memory_mb or course_config.SANDBOX_MEMORY_MB
-    workdir = Path(tempfile.mkdtemp(prefix="coursekit-sandbox-"))
+    limits = (memory_mb or course_config.SANDBOX_MEMORY_MB, max_processes or course_config.SANDBOX_MAX_PROCESSES)
     try:
-        shutil.copyfile(notebook, workdir / "submission.ipynb")
+        text = json.dumps(read_submission(notebook), ensure_ascii=False)
+    except NotebookProblem as problem:
+        return SandboxRun({call.name: CallResult(call.name, False, str(problem)) for call in calls}, [], str(problem))
+    where = isolation()
+    results, problems, stopped = {}, [], ""
+    deadline = time.monotonic() + timeout
+    pending = list(calls)
+    while pending:
+        left = deadline - time.monotonic()
+        if left < 1:
+            stopped = f"the sandbox reached its time limit of {timeout} s"
+            break
+        found, problems, running, stopped = _run_once(text, pending, left, timeout, call_timeout, limits, where)
+        results.update(found)
+        if running is None:
+            break
+        # The call that was running when the child stopped fails; the others get a fresh child.
+        function = next(call.function for call in pending if call.name == running)
+        results[running] = CallResult(running, False, f"`{function}` was stopped: {stopped}.")
+        pending = [call for call in pending if call.name not in results]
+    for call in calls:
+        if call.name not in results:
+            reason = stopped or "the sandbox stopped before this call"
+            results[call.name] = CallResult(call.name, False, f"`{call.function}` was not run: {reason}.")
+    return SandboxRun(results, problems, stopped, where.in_force)
+
+
+def _run_once(notebook_text, calls, timeout, total_timeout, call_timeout, limits, where):
+    """One child for ``calls``: (results, cell problems, the call it stopped in, why it stopped)."""
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=_scratch_parent()))
+    try:
+        (workdir / "submission.ipynb").write_text(notebook_text, encoding="utf-8")
         encoded, arrays = _encode_calls(calls)
         request = {"notebook": str(workdir / "submission.ipynb"), "calls": encoded,
                    "call_timeout": call_timeout}
         (workdir / "request.json").write_text(json.dumps(request), encoding="utf-8")
         if arrays:
             np.savez(workdir / "inputs.npz", **arrays)
-        stopped = _run_child(workdir, timeout, memory_mb)
-        results, problems = _read_results(workdir, calls)
+        if where.drops_privileges:
+            os.chown(workdir, where.uid, where.gid)  # the only folder the student's user may write
+        stopped = _run_child(workdir, timeout, total_timeout, limits, where)
+        results, problems, running = _read_results(workdir, calls)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    for call in calls:
-        if call.name not in results:
-            reason = stopped or "the sandbox stopped before this call"
-            results[call.name] = CallResult(call.name, False, f"`{call.function}` was not run: {reason}.")
-    return SandboxRun(results, problems, stopped)
+    if not stopped and (running is not None or len(results) < len(calls)):
+        stopped = "the notebook's code ended the sandbox process (for example with os._exit) instead of returning"
+    return results, problems, running, stopped
 
 
-def _run_child(workdir, timeout, memory_mb):
+def _run_child(workdir, timeout, total_timeout, limits, where):
     """Run the child; return '' if it ended normally, else why it was stopped."""
-    process = subprocess.Popen(
-        [sys.executable, "-I", str(CHILD_SCRIPT), str(workdir)],
-        cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=_limit_resources(memory_mb),
-    )
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        return f"the sandbox reached its time limit of {timeout} s"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    memory_mb, max_processes = limits
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: its size is bounded by RLIMIT_FSIZE
+        process = subprocess.Popen(
+            [*where.prefix, sys.executable, "-I", str(CHILD_SCRIPT), str(workdir)],
+            cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True, preexec_fn=_limit_resources(memory_mb, max_processes, where.drops_privileges),
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"the sandbox reached its time limit of {total_timeout} s"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # whatever the child left behind in its group
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        stderr.seek(max(0, os.fstat(stderr.fileno()).st_size - 4000))
+        last = stderr.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+    if process.returncode < 0:
+        return f"the sandbox was stopped by signal {-process.returncode} (memory limit of {memory_mb} MB?)"
     if process.returncode != 0:
-        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        if process.returncode < 0:
-            return f"the sandbox was stopped by signal {-process.returncode} (memory limit of {memory_mb} MB?)"
-        return f"the sandbox failed ({last[0][:300]})"
+        return f"the sandbox process failed ({last[0][:300]})"
     return ""

@@ -84,4 +84,4 @@ def test_broken_notebook_file_gives_failed_calls(tmp_path, source):
     path = tmp_path / "broken.ipynb"
     path.write_text(source)
     run = run_student_functions(path, [Call("anything")])
-    assert not run["anything"].ok and "sandbox failed" in run["anything"].error
+    assert not run["anything"].ok and "broken.ipynb is not valid JSON" in run["anything"].error
