@@ -68,18 +68,44 @@ def model_from_config(model_json):
 
 
 def load_submitted_model(path):
-    """Load a submitted ``.keras`` file in safe mode, without its optimizer."""
+    """Load a submitted ``.keras`` file in safe mode, without its optimizer.
+
+    Before Keras sees it, the file must be a zip archive (what ``model.save("x.keras")``
+    writes) whose unpacked size is within ``course_config.SUBMITTED_MODEL_MAX_MB``; safe
+    mode then refuses Lambda layers and classes Keras does not know, so loading runs
+    no code from the file.
+    """
+    import zipfile
+
     import keras
 
-    expect(os.path.isfile(path), f"The saved model file {os.path.basename(path)} is missing from the "
+    import course_config
+
+    name = os.path.basename(path)
+    expect(os.path.isfile(path), f"The saved model file {name} is missing from the "
                                  "submission. Run the notebook's save cell and submit the file with it.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise CheckFailed(
+            f"{name} is not a complete Keras model file: a .keras file is a zip archive, and this one is "
+            "damaged, cut short or something else (e.g. an .h5 file renamed). Save the model with "
+            "model.save(MODEL_PATH) and submit the file it writes.") from None
+    limit = course_config.SUBMITTED_MODEL_MAX_MB
+    expect(unpacked <= limit * 1024 * 1024,
+           f"{name} unpacks to {unpacked / 2**20:.0f} MB; the grader accepts at most {limit} MB. "
+           "Submit the model saved by model.save(MODEL_PATH), without extra files.")
+    expect("config.json" in names, f"{name} holds no model configuration (config.json): it is not a file "
+                                   "written by model.save(MODEL_PATH).")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         raise CheckFailed(
-            f"{os.path.basename(path)} could not be loaded as a Keras model in safe mode "
+            f"{name} could not be loaded as a Keras model in safe mode "
             f"({type(error).__name__}: {str(error)[:200]}). Save it with model.save(MODEL_PATH) "
-            "and use only Keras's built-in layers."
+            "and use only Keras's built-in layers: no Lambda or custom layer classes."
         ) from None
 
 
@@ -243,7 +269,12 @@ def check_history_panel(figure, history, panel, train_key, val_key):
 
 
 def _code_cells_with_images(notebook_path):
-    notebook = json.loads(open(notebook_path, encoding="utf-8").read())
+    from coursekit.notebooks import NotebookProblem, read_submission
+
+    try:
+        notebook = read_submission(notebook_path)
+    except NotebookProblem as problem:
+        raise CheckFailed(str(problem)) from None
     cells = []
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") != "code":
