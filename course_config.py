@@ -54,6 +54,11 @@ SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 r
 # retrained when a class is regraded. Only the grader's process writes here; delete it to start afresh.
 GRADER_CACHE_DIR = Path(os.environ.get("COURSEKIT_GRADER_CACHE", ROOT / ".grader_cache"))
 
+# --- Class grading (`python -m coursekit grade-class`, coursekit.classgrading) -------------
+CLASS_GRADING_WORKERS = 2                 # parallel gradings on one machine: one per CPU core (README.md)
+CLASS_GRADING_SUBMISSION_TIMEOUT_S = 600  # one submission in all: the hidden graders, then nbgrader's quick-mode re-run
+CLASS_GRADING_RESULTS = ".class_grading"   # folder in the course root: one result file per submission, for resuming
+
 
 @dataclass(frozen=True)
 class LabSettings:
