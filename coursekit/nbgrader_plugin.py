@@ -1,28 +1,39 @@
-"""nbgrader preprocessor that scores autograder test cells with the hidden graders.
+"""nbgrader preprocessors that score autograder test cells with the hidden graders.
 
 nbgrader scores a test cell from its outputs after re-executing the notebook in
-the student's kernel, where the student's code could have changed anything. This
-preprocessor runs after that execution and *replaces* the outputs of every
+the student's kernel, where the student's code could have changed anything. These
+preprocessors run after that execution and *replace* the outputs of every
 autograder test cell with the verdict of the hidden graders, which ran in their
 own process on the submitted files (:func:`coursekit.grading.grade_notebook`):
 
 - passed: a line on stdout, so nbgrader gives full points;
 - failed: an error output holding the student's message, so nbgrader gives 0.
 
-It goes in ``Autograde.autograde_preprocessors`` just before ``SaveAutoGrades``
-(see ``nbgrader_config.py``). Whatever the kernel printed in a test cell,
-including stderr, no longer decides the grade.
+``HiddenGraders`` runs the graders itself. It goes in
+``Autograde.autograde_preprocessors`` just before ``SaveAutoGrades`` (see
+``nbgrader_config.py``). Whatever the kernel printed in a test cell, including
+stderr, no longer decides the grade.
+
+Class grading (:mod:`coursekit.classgrading`) does the slow work, the graders and
+the quick-mode re-execution, in parallel workers, and then lets nbgrader record
+each submission with two stand-ins that read the stored result
+(:mod:`coursekit.class_results`): ``StoredExecution`` in place of nbgrader's
+``Execute`` and ``StoredVerdicts`` in place of ``HiddenGraders``.
 """
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import nbformat
 from nbformat.v4 import new_output
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
 from nbgrader.utils import is_grade, is_solution
+from traitlets import Unicode
 
+from coursekit.class_results import ResultStore, result_report
 from coursekit.grading import grade_notebook
 
 
@@ -68,21 +79,17 @@ def verdict_outputs(result):
                        traceback=[f"Check failed: {result.message}"])]
 
 
-class HiddenGraders(NbGraderPreprocessor):
-    """Score autograder test cells with the hidden graders in grader_tests/."""
+class VerdictsPreprocessor(NbGraderPreprocessor):
+    """Replace the outputs of every autograder test cell with the verdict of a grading report."""
 
-    def submitted_notebook(self, resources):
-        info = resources["nbgrader"]
-        coursedir = CourseDirectory(config=self.config)
-        folder = coursedir.format_path(coursedir.submitted_directory, info["student"], info["assignment"])
-        return Path(folder) / f"{info['notebook']}.ipynb"
+    def report(self, nb, resources):
+        """The :class:`~coursekit.grading.GradingReport` of this notebook (subclasses say where from)."""
+        raise NotImplementedError
 
     def preprocess(self, nb, resources):
-        notebook = self.submitted_notebook(resources)
-        self.log.info("Running the hidden graders on %s", notebook)
-        report = grade_notebook(notebook, resources["nbgrader"]["assignment"])
+        report = self.report(nb, resources)
         if report.problem:
-            self.log.error("Hidden graders failed on %s: %s", notebook, report.problem)
+            self.log.error("Hidden graders failed on %s: %s", resources["nbgrader"]["student"], report.problem)
         # The gradebook, not the submission's metadata, says which cells are autograder tests.
         tests = autograder_tests(resources)
         scored = set()
@@ -102,6 +109,67 @@ class HiddenGraders(NbGraderPreprocessor):
     def _score(self, cell, result):
         cell.outputs = verdict_outputs(result)
         self.log.info("%s: %s", result.grade_id, "passed" if result.passed else "failed: " + result.message)
+
+
+class HiddenGraders(VerdictsPreprocessor):
+    """Score autograder test cells with the hidden graders in grader_tests/."""
+
+    def submitted_notebook(self, resources):
+        info = resources["nbgrader"]
+        coursedir = CourseDirectory(config=self.config)
+        folder = coursedir.format_path(coursedir.submitted_directory, info["student"], info["assignment"])
+        return Path(folder) / f"{info['notebook']}.ipynb"
+
+    def report(self, nb, resources):
+        notebook = self.submitted_notebook(resources)
+        self.log.info("Running the hidden graders on %s", notebook)
+        return grade_notebook(notebook, resources["nbgrader"]["assignment"])
+
+
+class StoredResult(NbGraderPreprocessor):
+    """Base of the stand-ins that read class grading's stored result of this submission."""
+
+    results_directory = Unicode("", help="Folder of class grading's result files "
+                                         "(coursekit.class_results.ResultStore).").tag(config=True)
+
+    def stored_result(self, resources):
+        info = resources["nbgrader"]
+        result = ResultStore(self.results_directory).load(info["assignment"], info["student"])
+        if result is None:
+            raise RuntimeError(f"No class-grading result for {info['student']}/{info['assignment']} in "
+                               f"{self.results_directory!r}: run `python -m coursekit grade-class "
+                               f"{info['assignment']}` instead of this step alone.")
+        return result
+
+
+class StoredExecution(StoredResult):
+    """In place of nbgrader's ``Execute``: the outputs of the quick-mode run a worker did.
+
+    Cells are matched by cell id (by position when the ids differ but the cell count does
+    not); sources and metadata stay those of nbgrader's sanitized notebook.
+    """
+
+    def preprocess(self, nb, resources):
+        stored = self.stored_result(resources)["executed_notebook"]
+        executed = nbformat.reads(json.dumps(stored), as_version=4) if stored else nbformat.v4.new_notebook()
+        by_id = {cell.get("id"): cell for cell in executed.cells}
+        same_length = len(executed.cells) == len(nb.cells)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            done = by_id.get(cell.get("id")) or (executed.cells[index] if same_length else None)
+            if done is None or done.cell_type != "code":
+                cell.outputs, cell.execution_count = [], None
+            else:
+                cell.outputs, cell.execution_count = done.outputs, done.get("execution_count")
+        return nb, resources
+
+
+class StoredVerdicts(StoredResult, VerdictsPreprocessor):
+    """In place of ``HiddenGraders``: the hidden graders' report that a worker stored."""
+
+    def report(self, nb, resources):
+        return result_report(self.stored_result(resources))
 
 
 class RestoreGradedCells(NbGraderPreprocessor):

@@ -1,0 +1,148 @@
+"""Class grading's memory: one result file per submission, keyed by a fingerprint.
+
+A submission's result is written (atomically) as soon as it is graded, so a crash,
+a timeout or Ctrl-C loses nothing that finished. A later run compares fingerprints
+and grades only what is missing or changed. The fingerprint covers everything the
+grade depends on: the submitted files, the assignment's source notebook and the
+grading code (:data:`GRADING_CODE`).
+
+Layout, in the course folder::
+
+    .class_grading/ASSIGNMENT/STUDENT.json       the result (see coursekit.class_worker)
+    .class_grading/ASSIGNMENT/STUDENT.recorded   its fingerprint, once it is in nbgrader's gradebook
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import course_config
+from coursekit.grading import CheckResult, GradingReport, grader_file
+
+# The kit's files that decide a grade, relative to course_config.ROOT: a change to any of them
+# (a grader, a check, a bar, the worker) makes every submission be regraded on the next run.
+GRADING_CODE = ("course_config.py", "coursekit/*.py", "grader_tests/*.py")
+
+
+def _digest(parts):
+    digest = hashlib.sha256()
+    for name, content in parts:
+        for part in (name.encode("utf-8"), content):
+            digest.update(len(part).to_bytes(8, "big"))  # lengths first: no two inputs hash alike
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def code_digest(assignment):
+    """sha256 of the grading code of ``assignment`` on this machine (the same on every worker)."""
+    files = sorted({path for pattern in GRADING_CODE for path in course_config.ROOT.glob(pattern)}
+                   | {grader_file(assignment)})
+    return _digest((path.relative_to(course_config.ROOT).as_posix(), path.read_bytes()) for path in files)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's submission of one assignment, in ``ROOT/submitted/STUDENT/ASSIGNMENT/``."""
+
+    root: Path
+    assignment: str
+    student: str
+
+    @property
+    def folder(self):
+        return Path(self.root) / "submitted" / self.student / self.assignment
+
+    @property
+    def source_notebook(self):
+        """The instructor's notebook of the assignment, in the course's source/ folder."""
+        lab = course_config.lab_settings(self.assignment)
+        return Path(self.root) / "source" / self.assignment / lab.notebook
+
+    def files(self):
+        """Every submitted file: ``{relative path: bytes}``, sorted by path."""
+        paths = sorted(path for path in self.folder.rglob("*") if path.is_file())
+        return {path.relative_to(self.folder).as_posix(): path.read_bytes() for path in paths}
+
+    def fingerprint(self, files=None):
+        """sha256 of the submitted files, the source notebook and the grading code."""
+        files = self.files() if files is None else files
+        extra = [("source notebook", self.source_notebook.read_bytes()),
+                 ("grading code", code_digest(self.assignment).encode())]
+        return _digest([("submitted/" + name, content) for name, content in files.items()] + extra)
+
+
+def find_submissions(root, assignment):
+    """The submissions of ``assignment`` in ``root/submitted/``, sorted by student id."""
+    submitted = Path(root) / "submitted"
+    if not submitted.is_dir():
+        return []
+    return [Submission(Path(root), assignment, folder.name) for folder in sorted(submitted.iterdir())
+            if (folder / assignment).is_dir()]
+
+
+def report_to_dict(report):
+    """A :class:`~coursekit.grading.GradingReport` as JSON-able data."""
+    return {"problem": report.problem,
+            "checks": {grade_id: {"passed": result.passed, "message": result.message}
+                       for grade_id, result in report.checks.items()}}
+
+
+def report_from_dict(data):
+    """The :class:`~coursekit.grading.GradingReport` that :func:`report_to_dict` wrote."""
+    checks = {grade_id: CheckResult(grade_id, bool(entry["passed"]), entry["message"])
+              for grade_id, entry in data.get("checks", {}).items()}
+    return GradingReport(checks, data.get("problem", ""))
+
+
+def result_report(result):
+    """The hidden graders' report of a result; every check fails when the submission had a problem."""
+    if result.get("problem"):
+        return GradingReport({}, result["problem"])
+    return report_from_dict(result["report"])
+
+
+class ResultStore:
+    """The result files of class grading in one folder (see the module's docstring)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @classmethod
+    def for_course(cls, root):
+        return cls(Path(root) / course_config.CLASS_GRADING_RESULTS)
+
+    def path(self, assignment, student, suffix=".json"):
+        return self.folder / assignment / f"{student}{suffix}"
+
+    def load(self, assignment, student):
+        """The stored result, or None if there is none (or only an unreadable one)."""
+        try:
+            return json.loads(self.path(assignment, student).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def is_current(self, submission, fingerprint):
+        """Whether the stored result of ``submission`` was computed from exactly this content."""
+        result = self.load(submission.assignment, submission.student)
+        return result is not None and result.get("fingerprint") == fingerprint
+
+    def save(self, result):
+        """Write ``result`` atomically (a temporary file, then a rename): never half a file."""
+        self._write(self.path(result["assignment"], result["student"]), json.dumps(result))
+
+    def is_recorded(self, result):
+        """Whether ``result`` (this fingerprint) is already in nbgrader's gradebook."""
+        marker = self.path(result["assignment"], result["student"], ".recorded")
+        return marker.is_file() and marker.read_text(encoding="utf-8") == result["fingerprint"]
+
+    def mark_recorded(self, result):
+        self._write(self.path(result["assignment"], result["student"], ".recorded"), result["fingerprint"])
+
+    @staticmethod
+    def _write(path, text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)

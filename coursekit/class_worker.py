@@ -1,0 +1,144 @@
+"""The expensive part of grading one submission, run by a worker on any machine with this kit.
+
+:func:`grade_submission` does what ``nbgrader autograde`` spends its time on, and
+nothing else:
+
+1. the hidden graders score the submitted files (:func:`coursekit.grading.grade_notebook`,
+   in their own process, with the student's functions in a sandbox);
+2. the notebook is re-run in quick mode with nbgrader's own ``Execute`` preprocessor
+   (``NBGRADER_EXECUTION`` set, the same cell time limit as ``nbgrader_config.py``),
+   so that the autograded notebook and the feedback show its outputs.
+
+The submission's files come in as bytes and a JSON-able result goes back, so a
+worker needs no shared folder, and it never touches nbgrader's gradebook: the one
+process that runs :func:`coursekit.classgrading.grade_class` writes that. The grade
+comes from the graders' report only; nothing computed in the student's kernel is
+trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
+
+A problem caused by the submission (a notebook that is not valid JSON, a kernel that
+dies, a submission that takes longer than ``course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S``)
+is returned as ``result["problem"]``: every autograded check then scores 0 with that
+message. A failure of the worker itself (no kernel, other grading code) raises
+:class:`GradingWorkerError`: nothing is recorded, and the next run tries again.
+"""
+
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import course_config
+from coursekit.class_results import code_digest, report_to_dict
+from coursekit.grading import grade_notebook
+
+
+class GradingWorkerError(RuntimeError):
+    """A worker could not grade a submission, through no fault of the submission."""
+
+
+@dataclass(frozen=True)
+class GradingJob:
+    """What a worker needs to grade one submission.
+
+    Parameters
+    ----------
+    assignment, student : str
+        nbgrader's ids.
+    notebook : str
+        File name of the notebook to grade, e.g. ``lab1_dense.ipynb``.
+    files : dict
+        Every submitted file, ``{relative path: bytes}``.
+    kernel_name : str
+        The kernel of the assignment's source notebook (nbgrader overwrites the student's).
+    code_digest : str
+        :func:`coursekit.class_results.code_digest` on the machine that sent the job: a worker
+        with other grading code refuses it instead of grading differently.
+    timeout : float
+        Seconds for the whole submission (default ``course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S``).
+    """
+
+    assignment: str
+    student: str
+    notebook: str
+    files: dict = field(repr=False)
+    kernel_name: str = "python3"
+    code_digest: str = ""
+    timeout: float = 0
+
+
+def grade_submission(job):
+    """Grade one submission; return the result as JSON-able data.
+
+    Returns
+    -------
+    dict
+        ``assignment``, ``student``; ``problem`` (empty when none); ``report``, the
+        hidden graders' report (:func:`coursekit.class_results.report_to_dict`);
+        ``executed_notebook``, the quick-mode run as notebook JSON (None when the
+        notebook could not be read); ``seconds`` and ``host``.
+    """
+    started = time.monotonic()
+    timeout = job.timeout or course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S
+    host = socket.gethostname()
+    if job.code_digest and job.code_digest != code_digest(job.assignment):
+        raise GradingWorkerError(
+            f"The grading code on worker {host} differs from the code of the machine that sent the work "
+            "(grader_tests/, coursekit/, course_config.py): install the same version of the kit on every worker.")
+    result = {"assignment": job.assignment, "student": job.student, "problem": "",
+              "report": {"problem": "", "checks": {}}, "executed_notebook": None, "host": host}
+    with tempfile.TemporaryDirectory(prefix="coursekit-class-") as scratch:
+        folder = Path(scratch) / "submission"
+        for name, content in job.files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        notebook_path = folder / job.notebook
+        notebook, result["problem"] = _read_notebook(notebook_path)
+        if notebook is not None:
+            report = grade_notebook(notebook_path, job.assignment,
+                                    timeout=min(course_config.GRADER_TIMEOUT_S, timeout))
+            result["report"] = report_to_dict(report)
+            deadline = started + timeout
+            result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host)
+            if not result["problem"] and time.monotonic() > deadline:
+                result["problem"] = (f"Grading your submission took longer than {timeout:.0f} s, the limit per "
+                                     "submission. Make sure the notebook trains only briefly when "
+                                     "NBGRADER_EXECUTION is set, and submit again.")
+            result["executed_notebook"] = notebook
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _read_notebook(path):
+    """(notebook, "") or (None, why it cannot be graded, for the student)."""
+    from coursekit.notebooks import NotebookProblem, read_submission
+
+    try:
+        return read_submission(path), ""
+    except NotebookProblem as problem:
+        return None, str(problem)
+
+
+def _run_quick_mode(notebook, folder, deadline, kernel_name, host):
+    """Re-run ``notebook`` in place, as nbgrader autograde does; return a problem or ""."""
+    from nbclient.exceptions import DeadKernelError
+    from nbgrader.preprocessors import Execute
+    from nbgrader.utils import setenv
+
+    cell_limit = course_config.NOTEBOOK_CELL_TIMEOUT_S
+
+    def cell_timeout(cell):  # nbgrader's per-cell limit, cut short by the limit of the whole submission
+        return max(1, min(cell_limit, int(deadline - time.monotonic())))
+
+    executor = Execute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name)
+    try:
+        with setenv(NBGRADER_EXECUTION="autograde"):
+            executor.preprocess(notebook, {"metadata": {"path": str(folder)}})
+    except DeadKernelError:
+        return ("The notebook's kernel died while the notebook was re-run (it may have used too much "
+                "memory). Make sure it trains only briefly when NBGRADER_EXECUTION is set, and submit again.")
+    except Exception as error:
+        raise GradingWorkerError(f"Worker {host} could not re-run the notebook: {error!r}. Does it have the "
+                                 f"kit's Jupyter kernel '{kernel_name}' (make kernel)?") from error
+    return ""
