@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all venv data kernel release demo test reference clean-demo
+.PHONY: all venv data kernel release demo test reference grade clean-demo
 
 all: test
 
@@ -54,5 +54,10 @@ test: data kernel
 reference: data kernel
 	$(PY) -m coursekit reference
 
+# Grade every new or changed submission in submitted/ and record it with nbgrader (README.md,
+# Grading a whole class): make grade [WORKERS=2] [ASSIGNMENTS=lab1_dense] [SCHEDULER=tcp://host:8786]
+grade: data kernel
+	$(PY) -m coursekit grade-class $(ASSIGNMENTS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+
 clean-demo:
-	rm -rf submitted autograded/demo_* feedback gradebook.db grades.csv
+	rm -rf submitted autograded/demo_* feedback gradebook.db grades.csv .class_grading

@@ -6,6 +6,7 @@ data        fill Keras's Fashion-MNIST cache from local files (or download)
 release     nbgrader generate_assignment for every lab
 reference   run the reference notebooks in full and record the results
 grade       run the hidden graders on one notebook and print the verdicts
+grade-class grade every new or changed submission (parallel or on Dask), record them with nbgrader
 demo        the instructor's whole flow on demo submissions, with a summary table
 """
 
@@ -56,6 +57,22 @@ def _grade(args):
     return 0 if all(result.passed for result in report.checks.values()) else 1
 
 
+def _grade_class(args):
+    from coursekit.classgrading import ClassGradingError, grade_class
+    from coursekit.gradebook_writer import GradebookError
+
+    try:
+        summary = grade_class(assignments=args.assignments, workers=args.workers, scheduler=args.scheduler,
+                              force=args.force)
+    except (ClassGradingError, GradebookError, KeyError) as error:
+        print(error.args[0] if error.args else error, file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failures else 0
+
+
 def _demo(args):
     from coursekit.demo import run_demo
 
@@ -76,6 +93,13 @@ def main(argv=None):
     grade.add_argument("notebook")
     grade.add_argument("--assignment", default=course_config.LAB1.assignment)
     grade.set_defaults(run=_grade)
+    grade_class = commands.add_parser("grade-class", help="grade every new or changed submission")
+    grade_class.add_argument("assignments", nargs="*", help="e.g. lab1_dense (default: every released lab)")
+    grade_class.add_argument("--workers", type=int, default=course_config.CLASS_GRADING_WORKERS,
+                             help="parallel local gradings (default: %(default)s)")
+    grade_class.add_argument("--scheduler", help="grade on a Dask cluster instead, e.g. tcp://host:8786")
+    grade_class.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
+    grade_class.set_defaults(run=_grade_class)
     demo = commands.add_parser("demo", help="release, submit, autograde, feedback, export")
     demo.add_argument("--labs", nargs="*", help="only these labs, e.g. lab2_cnn (default: all)")
     demo.add_argument("--students", nargs="*", help="only these demo students")

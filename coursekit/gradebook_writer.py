@@ -1,0 +1,137 @@
+"""Record class-grading results with nbgrader: gradebook, autograded notebook, feedback.
+
+nbgrader's SQLite gradebook allows one writer, so only the process that runs
+:func:`coursekit.classgrading.grade_class` uses this module, one submission at a
+time. Each result goes through nbgrader's own ``autograde`` (sanitizing, late
+penalties, ``SaveAutoGrades``) with the course's ``nbgrader_config.py``, in which
+the two slow steps are swapped for stand-ins that read the stored result
+(:class:`~coursekit.nbgrader_plugin.StoredExecution` for ``Execute``,
+:class:`~coursekit.nbgrader_plugin.StoredVerdicts` for ``HiddenGraders``); then
+``generate_feedback`` writes the student's page. Recording a result takes a second
+or two, not the minute that grading took.
+
+A notebook that cannot be read cannot go through nbgrader: its grades are set to 0
+as nbgrader does for a missing notebook, and the feedback page says why.
+"""
+
+import html
+import os
+import re
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+from nbgrader.api import Gradebook
+from nbgrader.apps import NbGraderAPI
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.plugins import CsvExportPlugin
+from nbgrader.preprocessors import Execute
+from sqlalchemy.exc import SAWarning
+from traitlets.config.loader import PyFileConfigLoader
+
+import course_config
+from coursekit.class_results import ResultStore
+from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
+
+
+class GradebookError(RuntimeError):
+    """nbgrader could not record a result; the message holds the end of its log."""
+
+
+def class_grading_config(root, results_directory):
+    """The course's nbgrader configuration, with the slow autograde steps reading stored results."""
+    config_file = Path(root) / "nbgrader_config.py"
+    if not config_file.is_file():
+        raise GradebookError(f"{config_file} is missing: class grading runs in a course folder "
+                             "with this kit's nbgrader_config.py.")
+    config = PyFileConfigLoader(config_file.name, path=str(root)).load_config()
+    steps = list(config.Autograde.autograde_preprocessors)
+    if Execute not in steps or HiddenGraders not in steps:
+        raise GradebookError(f"{config_file} must list nbgrader's Execute and coursekit's HiddenGraders in "
+                             "Autograde.autograde_preprocessors; class grading replaces exactly those two.")
+    swap = {Execute: StoredExecution, HiddenGraders: StoredVerdicts}
+    config.Autograde.autograde_preprocessors = [swap.get(step, step) for step in steps]
+    config.StoredResult.results_directory = str(results_directory)
+    config.CourseDirectory.root = str(root)
+    return config
+
+
+class GradebookWriter:
+    """Writes results into nbgrader's gradebook, autograded/ and feedback/ of the course ``root``."""
+
+    def __init__(self, root, store=None):
+        self.root = Path(root)
+        self.store = store or ResultStore.for_course(root)
+        config = class_grading_config(self.root, self.store.folder)
+        self.api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+        # nbgrader creates a gradebook with the `alembic` script of this environment.
+        scripts = os.path.dirname(sys.executable)
+        if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+
+    def known_assignments(self):
+        """Assignment ids in the gradebook (made by ``nbgrader generate_assignment``)."""
+        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+            return {assignment.name for assignment in gradebook.assignments}
+
+    def students_with_submissions(self, assignment):
+        """Student ids with a submission of ``assignment`` in the gradebook."""
+        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+            return {submission.student.id for submission in gradebook.find_assignment(assignment).submissions}
+
+    def record(self, result):
+        """Put one result into the gradebook and write the student's feedback; then mark it recorded."""
+        assignment, student = result["assignment"], result["student"]
+        with warnings.catch_warnings():  # nbgrader's own SQLAlchemy warnings, harmless, one per grade
+            warnings.simplefilter("ignore", SAWarning)
+            if result["executed_notebook"] is None:
+                self._record_unreadable(result)
+            else:
+                self._check(self.api.autograde(assignment, student, force=True, create=True), "autograde", result)
+                self._check(self.api.generate_feedback(assignment, student, force=True), "generate_feedback",
+                            result)
+        self.store.mark_recorded(result)
+
+    def export_grades(self):
+        """nbgrader's CSV export (as ``nbgrader export``) into the course's grades CSV; returns its path."""
+        path = self.root / course_config.GRADES_CSV.name
+        with warnings.catch_warnings(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gb:
+            warnings.simplefilter("ignore", SAWarning)
+            CsvExportPlugin(to=str(path), parent=self.api).export(gb)
+        return path
+
+    @staticmethod
+    def _check(outcome, step, result):
+        if not outcome["success"]:  # nbgrader's log holds the traceback; its last line says what went wrong
+            log = (outcome.get("log", "") + "\n" + outcome.get("error", "")).splitlines()
+            errors = [line.strip() for line in log
+                      if re.match(r"\s*[\w.]+(Error|Exception): ", line) and "NbGraderException" not in line]
+            raise GradebookError(f"nbgrader {step} failed for {result['student']}/{result['assignment']}: "
+                                 f"{errors[-1] if errors else log[-1] if log else 'no log'}")
+
+    def _folder(self, template, result):
+        coursedir = self.api.coursedir
+        return Path(coursedir.format_path(template, result["student"], result["assignment"]))
+
+    def _record_unreadable(self, result):
+        """0 on every grade of the submission (nbgrader's rule for a missing notebook) and a feedback page."""
+        assignment, student = result["assignment"], result["student"]
+        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+            gradebook.update_or_create_student(student)
+            submission = gradebook.update_or_create_submission(assignment, student)
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    grade.auto_score = 0
+                    grade.needs_manual_grade = False
+            gradebook.db.commit()
+        notebook_id = course_config.lab_settings(assignment).notebook_id
+        for template in (self.api.coursedir.autograded_directory, self.api.coursedir.feedback_directory):
+            shutil.rmtree(self._folder(template, result), ignore_errors=True)  # an earlier submission's
+        page = self._folder(self.api.coursedir.feedback_directory, result) / f"{notebook_id}.html"
+        page.parent.mkdir(parents=True)
+        page.write_text(
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{notebook_id}</title></head><body>\n"
+            f"<h1>{html.escape(assignment)}: {html.escape(notebook_id)}</h1>\n"
+            f"<p>Your submission could not be graded, and every autograded check scores 0.</p>\n"
+            f"<p>{html.escape(result['problem'])}</p>\n</body></html>\n", encoding="utf-8")
