@@ -1,0 +1,510 @@
+"""Untrusted submissions: every threat of docs/threat_model.md has a case here.
+
+Each case ends with the right points and a message the student can act on, and an
+honest submission graded in the same run is not affected. The cheap cases use small
+notebooks run through the sandbox, or the loaders alone; two Lab 1 submissions are
+graded by the hidden graders, and one class (honest, tampered, unreadable) goes
+through the real ``nbgrader autograde``.
+"""
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from traitlets.config.loader import PyFileConfigLoader
+
+import course_config
+from coursekit import course, sandbox
+from coursekit.checks import CheckFailed, check_figures_in_outputs, load_submitted_model
+from coursekit.grading import grade_notebook
+from coursekit.nbgrader_plugin import RestoreGradedCells
+from coursekit.notebooks import read_submission
+from coursekit.sandbox import Call, run_student_functions
+from coursekit.submissions import Submission, reference_files, replace_function, write_submission
+
+from conftest import released_course
+from test_sandbox import notebook_with
+
+LAB = course_config.LAB1
+ISOLATION = sandbox.isolation()
+needs_namespaces = pytest.mark.skipif("no network" not in ISOLATION.in_force,
+                                      reason="no network/PID namespaces here: " + "; ".join(ISOLATION.missing))
+needs_other_user = pytest.mark.skipif(not ISOLATION.drops_privileges,
+                                      reason="student code cannot run as another user here: "
+                                             + "; ".join(ISOLATION.missing))
+
+
+# Malformed notebooks ---------------------------------------------------------------------------------
+
+def reference_text():
+    return reference_files(LAB)[0].read_text(encoding="utf-8")
+
+
+def v3_notebook():
+    """A notebook in the old nbformat 3 layout (worksheets), as very old Jupyter versions saved it."""
+    return json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": ""}, "worksheets": [{
+        "cells": [{"cell_type": "code", "language": "python", "input": "def relu(x):\n    return x * (x > 0)",
+                   "outputs": [], "metadata": {}}], "metadata": {}}]})
+
+
+MALFORMED = {
+    # case: (file content as bytes, phrase the student reads)
+    "cut short": (reference_text().encode()[:20_000], "is not valid JSON"),
+    "empty file": (b"", "is not valid JSON"),
+    "not UTF-8": (reference_text().replace("Fashion", "Fashión").encode("latin-1", "replace"), "is not UTF-8"),
+    "lone surrogate": (reference_text().replace("Fashion", "Fashion\\udc80", 1).encode(), "not valid Unicode"),
+    "JSON but no notebook": (b"[1, 2, 3]", "not a Jupyter notebook"),
+    "nbformat 2": (b'{"nbformat": 2, "worksheets": []}', "very old format"),
+    "cells not a list": (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}',
+                         "does not follow the Jupyter notebook format"),
+    "cell without type": (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"source": "x"}]}',
+                          "does not follow the Jupyter notebook format"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_notebook_fails_every_check_with_its_reason(tmp_path, case):
+    content, phrase = MALFORMED[case]
+    path = tmp_path / LAB.notebook
+    path.write_bytes(content)
+    run = run_student_functions(path, [Call("relu", (np.ones(2),)), Call("softmax", (np.ones(2),))])
+    for result in run.results.values():
+        assert not result.ok and phrase in result.error and LAB.notebook in result.error
+    with pytest.raises(CheckFailed, match=phrase):  # the figure check reads the notebook too
+        check_figures_in_outputs(path, {"anything": "x"})
+
+
+def test_huge_notebook_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / LAB.notebook
+    with open(path, "wb") as handle:  # 300 MB of outputs, as a sparse file: cheap to write
+        handle.truncate(300 * 1024 * 1024)
+    run = run_student_functions(path, [Call("relu", (np.ones(2),))])
+    assert f"the grader accepts at most {course_config.SUBMISSION_MAX_MB} MB" in run["relu"].error
+
+
+def test_missing_notebook_is_named(tmp_path):
+    run = run_student_functions(tmp_path / LAB.notebook, [Call("relu", (np.ones(2),))])
+    assert f"The notebook {LAB.notebook} is missing" in run["relu"].error
+
+
+def test_old_nbformat_is_converted_and_graded(tmp_path):
+    path = tmp_path / "old.ipynb"
+    path.write_text(v3_notebook())
+    run = run_student_functions(path, [Call("relu", (np.array([-1.0, 2.0]),))])
+    assert run["relu"].ok and run["relu"].value.tolist() == [0.0, 2.0]
+
+
+def test_renamed_function_is_reported_missing(tmp_path):
+    path = notebook_with(tmp_path, "def Relu(x):\n    return x")
+    run = run_student_functions(path, [Call("relu", (np.ones(2),))])
+    assert "defines no function `relu`" in run["relu"].error
+
+
+def test_the_reference_notebooks_are_accepted():
+    for lab in course_config.LABS:
+        path = reference_files(lab)[0]
+        if path.exists():
+            assert read_submission(path).cells
+
+
+# Graded functions that misbehave --------------------------------------------------------------------
+
+HOSTILE = '''
+import os, socket, subprocess, sys, time
+import numpy as np
+
+def sleeper(x):
+    time.sleep(10_000)
+
+def exits(x):
+    sys.exit(0)
+
+def hard_exit(x):
+    os._exit(0)
+
+def hog(x):
+    return np.ones((1024, 1024, 1024))
+
+def flood(x):
+    return np.ones((20, 1024, 1024))   # 160 MB of results
+
+def fine(x):
+    return x + 1
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    path = notebook_with(tmp_path_factory.mktemp("hostile"), HOSTILE)
+    calls = [Call(name, (np.ones(2),), returns="none" if name == "sleeper" else "array")
+             for name in ("sleeper", "exits", "hard_exit", "hog", "flood", "fine")]
+    return run_student_functions(path, calls, call_timeout=5, memory_mb=2048)
+
+
+@pytest.mark.parametrize("name, phrase", [
+    ("sleeper", "did not finish within 5 s"),
+    ("exits", "tried to end the program"),
+    ("hard_exit", "ended the sandbox process (for example with os._exit)"),
+    ("hog", "MemoryError"),
+])
+def test_misbehaving_function_fails_only_its_own_call(hostile_run, name, phrase):
+    assert not hostile_run[name].ok and phrase in hostile_run[name].error
+    assert hostile_run["fine"].ok and hostile_run["fine"].value.tolist() == [2.0, 2.0]
+
+
+def test_results_over_the_output_limit_are_refused(hostile_run):
+    limit = course_config.SANDBOX_MAX_OUTPUT_MB
+    assert limit < 160, "the flood case must exceed the limit"
+    assert not hostile_run["flood"].ok and "more data than the grader accepts" in hostile_run["flood"].error
+
+
+def listening_socket():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    return server
+
+
+@needs_namespaces
+def test_no_network(tmp_path):
+    """A graded function cannot reach a server on this machine, let alone the internet."""
+    with listening_socket() as server:
+        port = server.getsockname()[1]
+        path = notebook_with(tmp_path, f'''
+import socket
+import numpy as np
+def reach(x):
+    reached = 0
+    for host, port in (("127.0.0.1", {port}), ("1.1.1.1", 53)):
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            reached += 1
+        except OSError:
+            pass
+    return np.array([reached])
+''')
+        run = run_student_functions(path, [Call("reach", (1,))])
+    assert run["reach"].ok and run["reach"].value.tolist() == [0]
+
+
+@needs_namespaces
+def test_detached_processes_die_with_the_sandbox(tmp_path):
+    marker = f"{os.getpid() % 1000 + 424200}"
+    path = notebook_with(tmp_path, f'''
+import subprocess
+import numpy as np
+def detach(x):
+    subprocess.Popen(["sleep", "{marker}"], start_new_session=True)
+    return np.array([1])
+''')
+    run = run_student_functions(path, [Call("detach", (1,))])
+    assert run["detach"].ok
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes left behind: {left}"
+
+
+@needs_other_user
+def test_process_limit(tmp_path):
+    path = notebook_with(tmp_path, '''
+import os, time
+import numpy as np
+def fork_many(x):
+    started = 0
+    for _ in range(100):
+        try:
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+            started += 1
+        except OSError:
+            break
+    return np.array([started])
+''')
+    run = run_student_functions(path, [Call("fork_many", (1,))], max_processes=20)
+    assert run["fork_many"].ok and run["fork_many"].value[0] < 20
+
+
+@needs_other_user
+def test_no_access_to_grader_files(tmp_path):
+    """As the sandbox's user, a graded function can neither read the hidden graders nor write grades."""
+    shared = Path(tempfile.mkdtemp(prefix="coursekit-shared-"))  # like a course folder: open to read for all
+    try:
+        shared.chmod(0o755)
+        (shared / "gradebook.db").write_text("grades")
+        (shared / "gradebook.db").chmod(0o644)
+        hidden = course_config.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py"
+        path = notebook_with(tmp_path, f'''
+import numpy as np
+def snoop(x):
+    done = []
+    for action in (lambda: open({str(hidden)!r}).read(), lambda: open({str(shared / "gradebook.db")!r}, "a").write("A+"),
+                   lambda: open({str(shared / "other_student.ipynb")!r}, "w").write("{{}}")):
+        try:
+            action()
+            done.append(1)
+        except OSError:
+            done.append(0)
+    return np.array(done)
+''')
+        run = run_student_functions(path, [Call("snoop", (1,))])
+        assert run["snoop"].ok and run["snoop"].value.tolist() == [0, 0, 0]
+        assert (shared / "gradebook.db").read_text() == "grades"
+    finally:
+        shutil.rmtree(shared)
+
+
+# Saved model files ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    import keras
+
+    path = tmp_path_factory.mktemp("model") / LAB.model_file
+    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+                     ).save(path)
+    return path
+
+
+def with_config(source, target, change):
+    """Copy the .keras zip ``source`` to ``target`` with its config.json changed by ``change(config)``."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                change(config)
+                data = json.dumps(config).encode()
+            new.writestr(item, data)
+
+
+def lambda_model(path, marker):
+    import keras
+
+    def touch(x):
+        open(marker, "w").close()  # what a loader that runs code from the file would do
+        return x
+
+    inputs = keras.Input((28, 28))
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(keras.layers.Lambda(touch)(inputs)))
+    keras.Model(inputs, outputs).save(path)
+    os.remove(marker)
+
+
+def set_layer(class_name, module):
+    def change(config):
+        layer = config["config"]["layers"][-1]
+        layer["class_name"], layer["module"], layer["registered_name"] = class_name, module, None
+    return change
+
+
+BAD_MODELS = {
+    "missing": (lambda src, dst, tmp: None, "is missing from the submission"),
+    "truncated": (lambda src, dst, tmp: dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2]),
+                  "damaged, cut short"),
+    "not a model": (lambda src, dst, tmp: dst.write_text("my model is great"), "damaged, cut short"),
+    "zip without a model": (lambda src, dst, tmp: zipfile.ZipFile(dst, "w").writestr("notes.txt", "hi"),
+                            "holds no model configuration"),
+    "zip bomb": (lambda src, dst, tmp: zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED).writestr(
+        "config.json", b" " * (course_config.SUBMITTED_MODEL_MAX_MB + 1) * 2**20), "the grader accepts at most"),
+    "custom layer class": (lambda src, dst, tmp: with_config(src, dst, set_layer("Backdoor", "evil.layers")),
+                           "no Lambda or custom layer classes"),
+    "class from another module": (lambda src, dst, tmp: with_config(src, dst, set_layer("system", "os")),
+                                  "no Lambda or custom layer classes"),
+    "Lambda layer": (lambda src, dst, tmp: lambda_model(dst, tmp / "ran"), "no Lambda or custom layer classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_model_file_fails_with_its_reason_and_runs_nothing(tiny_model_file, tmp_path, case):
+    make, phrase = BAD_MODELS[case]
+    target = tmp_path / LAB.model_file
+    make(tiny_model_file, target, tmp_path)
+    with pytest.raises(CheckFailed, match=phrase):
+        load_submitted_model(target)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_plain_model_file_loads(tiny_model_file):
+    assert load_submitted_model(tiny_model_file).output_shape == (None, 10)
+
+
+# Whole Lab 1 submissions through the hidden graders ----------------------------------------------------
+
+TAMPERING_CELL = '''
+import builtins, os, sys
+import IPython, keras
+import numpy as np
+# Tampering with the kernel: none of this may change a grade.
+keras.Model.evaluate = lambda self, *args, **kwargs: [0.01, 0.999]
+keras.Model.fit = lambda self, *args, **kwargs: None
+np.testing.assert_allclose = lambda *args, **kwargs: None
+builtins.AssertionError = Warning
+sys.exit = os._exit = lambda *args: None
+IPython.core.interactiveshell.InteractiveShell.showtraceback = lambda self, *args, **kwargs: None
+print("Test accuracy: 0.9990")
+
+class Tamper:
+    """A class body runs when the grader's sandbox loads the definitions: the patches reach its child only."""
+    keras.Model.evaluate = lambda self, *args, **kwargs: [0.01, 0.999]
+    np.allclose = lambda *args, **kwargs: True
+'''
+
+RELU_THAT_EXITS = '''
+def relu(x):
+    import sys
+    sys.exit("relu is done")
+'''
+
+SOFTMAX_THAT_KILLS_THE_PROCESS = '''
+def softmax(logits):
+    import os
+    os._exit(0)
+'''
+
+NAIVE_SOFTMAX = '''
+def softmax(logits):
+    """Overflows for large logits."""
+    e = np.exp(logits)
+    return e / e.sum(axis=-1, keepdims=True)
+'''
+
+
+def add_tampering_cell(notebook):
+    first = next(index for index, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code")
+    notebook["cells"].insert(first + 1, nbformat.v4.new_code_cell(TAMPERING_CELL))
+
+
+def hostile_edit(notebook):
+    add_tampering_cell(notebook)
+    replace_function(notebook, "relu", RELU_THAT_EXITS)
+    replace_function(notebook, "softmax", SOFTMAX_THAT_KILLS_THE_PROCESS)
+
+
+@pytest.fixture(scope="module")
+def hostile_lab1_report(tmp_path_factory):
+    """A Lab 1 submission that tampers and misbehaves, with a saved model cut short."""
+    folder = tmp_path_factory.mktemp("hostile-lab1")
+    notebook = write_submission(Submission("t_hostile", "", edit=hostile_edit), folder, LAB)
+    model = folder / LAB.model_file
+    model.write_bytes(model.read_bytes()[:100_000])
+    return grade_notebook(notebook, LAB.assignment)
+
+
+def test_hostile_submission_loses_exactly_the_checks_it_broke(hostile_lab1_report):
+    report = hostile_lab1_report
+    assert not report.problem
+    failed = {grade_id: result.message for grade_id, result in report.checks.items() if not result.passed}
+    assert set(failed) == {"test_activations", "test_softmax", "test_saved_model"}, failed
+    assert "tried to end the program" in failed["test_activations"]
+    assert "ended the sandbox process" in failed["test_softmax"]
+    assert "not a complete Keras model file" in failed["test_saved_model"]
+    for message in failed.values():
+        assert "def test_" not in message and "grader_tests" not in message
+
+
+def test_honest_submission_graded_after_it_gets_every_point(hostile_lab1_report, tmp_path):
+    notebook = write_submission(Submission("demo_reference", ""), tmp_path, LAB)
+    report = grade_notebook(notebook, LAB.assignment)
+    assert not report.problem and all(result.passed for result in report.checks.values()), report.checks
+
+
+# Tampering with nbgrader's metadata, through the real `nbgrader autograde` of a class -----------------
+
+def cell_of(notebook, grade_id):
+    return next(cell for cell in notebook["cells"] if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def metadata_edit(notebook):
+    """Metadata tricks nbgrader's own sanitizing and HiddenGraders undo, plus kernel tampering."""
+    add_tampering_cell(notebook)
+    replace_function(notebook, "scale_images", "def scale_images(images):\n    return images / 256")
+    # More points for a check.
+    cell_of(notebook, "test_activations")["metadata"]["nbgrader"]["points"] = 100
+    # A duplicated grade id: the test cell's metadata copied onto a later cell that does nothing.
+    copy_of_test = copy.deepcopy(cell_of(notebook, "test_scale_images"))
+    copy_of_test.update(source="pass", outputs=[], id="copied-test")
+    notebook["cells"].append(copy_of_test)
+    # A hidden test cell deleted.
+    notebook["cells"].remove(cell_of(notebook, "test_figures"))
+
+
+def roles_edit(notebook):
+    """Metadata tricks that need RestoreGradedCells: a test cell made an answer cell, an invented graded cell."""
+    replace_function(notebook, "softmax", NAIVE_SOFTMAX)
+    test = cell_of(notebook, "test_softmax")
+    test["metadata"]["nbgrader"].update(solution=True, locked=False)
+    test["source"] = "print('All tests passed')"
+    bonus = copy.deepcopy(cell_of(notebook, "test_saved_model"))
+    bonus["metadata"]["nbgrader"].update(grade_id="bonus", points=50)
+    bonus.update(source="print('bonus')", id="bonus")
+    notebook["cells"].append(bonus)
+
+
+def sanitizing_restores_roles():
+    """Whether nbgrader_config.py runs RestoreGradedCells when nbgrader sanitizes a submission."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_config.ROOT)).load_config()
+    steps = config.Autograde.get("sanitize_preprocessors", [])
+    return isinstance(steps, list) and RestoreGradedCells in steps
+
+
+needs_restored_roles = pytest.mark.skipif(
+    not sanitizing_restores_roles(),
+    reason="nbgrader_config.py does not list coursekit.nbgrader_plugin.RestoreGradedCells in "
+           "Autograde.sanitize_preprocessors: nbgrader then leaves such a submission ungraded")
+
+# Student -> (edit, the checks it must lose, and their messages).
+CLASS = {
+    "demo_reference": (None, {}),
+    "t_metadata": (metadata_edit, {"test_scale_images": "float32"}),
+    "t_roles": (roles_edit, {"test_softmax": "gave inf or nan"}),
+}
+
+
+@pytest.fixture(scope="module")
+def autograded_class(tmp_path_factory):
+    root = released_course(tmp_path_factory.mktemp("course"))
+    for student, (edit, _) in [*CLASS.items(), ("t_unreadable", (None, {}))]:
+        folder = root / "submitted" / student / LAB.assignment
+        write_submission(Submission(student, "", edit=edit), folder, LAB)
+        (folder / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC\n")
+    (root / "submitted" / "t_unreadable" / LAB.assignment / LAB.notebook).write_bytes(b"\x89PNG not a notebook")
+    try:
+        course.autograde(root, LAB.assignment)
+        failure = ""
+    except course.NbgraderError as error:  # nbgrader reports the submissions it could not grade, after the others
+        failure = str(error)
+    course.generate_feedback(root, LAB.assignment)
+    rows = {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
+    return root, rows, failure
+
+
+@pytest.mark.parametrize("student", [
+    "demo_reference", "t_metadata", pytest.param("t_roles", marks=needs_restored_roles)])
+def test_class_gets_the_hidden_graders_points_whatever_the_metadata(autograded_class, student):
+    root, rows, _ = autograded_class
+    scores = rows[student]["scores"]
+    maxima = {grade_id: maximum for grade_id, (_, maximum) in rows["demo_reference"]["scores"].items()}
+    assert {grade_id: maximum for grade_id, (_, maximum) in scores.items()} == maxima  # no points added
+    lost = {grade_id for grade_id, (score, maximum) in scores.items() if (score or 0) < maximum}
+    expected = CLASS[student][1]
+    assert lost == set(expected), rows[student]["reasons"]
+    for grade_id, phrase in expected.items():
+        assert phrase in rows[student]["reasons"][grade_id]
+    html = (root / "feedback" / student / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
+    for marker in ("BEGIN HIDDEN TESTS", "Hidden check", "grader_tests/test_"):
+        assert marker not in html
+
+
+def test_unreadable_notebook_is_reported_and_does_not_stop_the_class(autograded_class):
+    _, rows, failure = autograded_class
+    assert "t_unreadable" in failure
+    assert sum(score or 0 for score, _ in rows.get("t_unreadable", {"scores": {}})["scores"].values()) == 0
