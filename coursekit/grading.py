@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import course_config
+from coursekit.sandbox import isolation
 
 
 @dataclass
@@ -62,6 +63,10 @@ def grade_notebook(notebook, assignment, timeout=None):
     GradingReport
     """
     timeout = timeout or course_config.GRADER_TIMEOUT_S
+    try:
+        isolation()  # decided here too, so a missing protection is logged where the instructor sees it
+    except RuntimeError as error:  # course_config.SANDBOX_REQUIRE_ISOLATION and a protection is missing
+        return GradingReport({}, str(error))
     tests = grader_file(assignment)
     if not tests.is_file():
         return GradingReport({}, f"there are no hidden graders for '{assignment}' ({tests} is missing)")

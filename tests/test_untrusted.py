@@ -262,6 +262,22 @@ def snoop(x):
         shutil.rmtree(shared)
 
 
+@pytest.fixture
+def strict_isolation(monkeypatch):
+    """SANDBOX_REQUIRE_ISOLATION with a sandbox user that does not exist: a protection is missing."""
+    monkeypatch.setattr(course_config, "SANDBOX_REQUIRE_ISOLATION", True)
+    monkeypatch.setattr(course_config, "SANDBOX_USER", "no-such-user-here")
+    sandbox.isolation.cache_clear()
+    yield
+    sandbox.isolation.cache_clear()
+
+
+def test_missing_protection_stops_grading_when_isolation_is_required(strict_isolation, tmp_path):
+    report = grade_notebook(tmp_path / LAB.notebook, LAB.assignment)
+    assert "no user 'no-such-user-here'" in report.problem
+    assert "Tell your instructor" in report.result_for("test_softmax").message
+
+
 # Saved model files ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
