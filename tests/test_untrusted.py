@@ -155,7 +155,7 @@ def hostile_run(tmp_path_factory):
     ("exits", "tried to end the program"),
     ("hard_exit", "ended the sandbox process (for example with os._exit)"),
     ("hog", "MemoryError"),
-])
+], ids=["sleeper", "exits", "hard_exit", "hog"])
 def test_misbehaving_function_fails_only_its_own_call(hostile_run, name, phrase):
     assert not hostile_run[name].ok and phrase in hostile_run[name].error
     assert hostile_run["fine"].ok and hostile_run["fine"].value.tolist() == [2.0, 2.0]
