@@ -118,7 +118,11 @@ def _assignments(writer, root, requested):
                 raise ClassGradingError(f"Assignment {assignment!r} is not in the gradebook of {root}: release "
                                         f"it first (`make release` or `nbgrader generate_assignment {assignment}`).")
         return list(requested)
-    return [lab.assignment for lab in course_config.LABS if lab.assignment in known]
+    released = [lab.assignment for lab in course_config.LABS if lab.assignment in known]
+    if not released:
+        raise ClassGradingError(f"No lab is released in the gradebook of {root}: run `make release` (nbgrader "
+                                "generate_assignment) and collect submissions into submitted/ first.")
+    return released
 
 
 def _job(submission):

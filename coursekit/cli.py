@@ -62,8 +62,8 @@ def _grade_class(args):
     from coursekit.gradebook_writer import GradebookError
 
     try:
-        summary = grade_class(assignments=args.assignments, workers=args.workers, scheduler=args.scheduler,
-                              force=args.force)
+        summary = grade_class(args.course, assignments=args.assignments, workers=args.workers,
+                              scheduler=args.scheduler, force=args.force)
     except (ClassGradingError, GradebookError, KeyError) as error:
         print(error.args[0] if error.args else error, file=sys.stderr)
         return 2
@@ -99,6 +99,8 @@ def main(argv=None):
                              help="parallel local gradings (default: %(default)s)")
     grade_class.add_argument("--scheduler", help="grade on a Dask cluster instead, e.g. tcp://host:8786")
     grade_class.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
+    grade_class.add_argument("--course", default=course_config.ROOT,
+                             help="course folder with nbgrader_config.py and submitted/ (default: this kit's)")
     grade_class.set_defaults(run=_grade_class)
     demo = commands.add_parser("demo", help="release, submit, autograde, feedback, export")
     demo.add_argument("--labs", nargs="*", help="only these labs, e.g. lab2_cnn (default: all)")
