@@ -1,0 +1,212 @@
+"""Grading a whole class: parallel workers or Dask, resume after an interruption, one gradebook writer.
+
+Real gradings are few (one submission graded locally and once on Dask, each about a
+minute of CPU): the resume logic is tested with cheap stand-ins for the worker's
+grading function, which still go through the worker processes and nbgrader.
+"""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+import course_config
+from coursekit import course
+from coursekit.class_results import ResultStore, find_submissions
+from coursekit.class_worker import GradingJob, grade_submission
+from coursekit.classgrading import grade_class
+from coursekit.demo import lost_points, submit_demo_students
+from coursekit.submissions import LAB1_SUBMISSIONS
+
+from conftest import released_course
+
+LAB = course_config.LAB1
+REAL_STUDENT = "demo_syntax_error"  # loses exactly test_softmax, with a SyntaxError message
+BROKEN = "demo_broken_json"
+
+
+# Cheap stand-ins for coursekit.class_worker.grade_submission (module level: the worker processes import them).
+
+def passing_grader(job):
+    """Every check passes; the "executed" notebook is the submitted one."""
+    notebook = json.loads(job.files[job.notebook])
+    grade_ids = [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
+                 if cell["metadata"].get("nbgrader", {}).get("grade") and not cell["metadata"]["nbgrader"].get("solution")]
+    return {"assignment": job.assignment, "student": job.student, "problem": "", "executed_notebook": notebook,
+            "report": {"problem": "", "checks": {gid: {"passed": True, "message": ""} for gid in grade_ids}},
+            "seconds": 0.0, "host": "stub"}
+
+
+def interrupted_grader(job):
+    """Ctrl-C arrives while demo_reference is being graded."""
+    if job.student == "demo_reference":
+        raise KeyboardInterrupt
+    return passing_grader(job)
+
+
+def failing_worker(job):
+    """The worker (not the submission) fails on demo_reference."""
+    if job.student == "demo_reference":
+        raise RuntimeError("worker lost")
+    return passing_grader(job)
+
+
+def rows(root):
+    return {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
+
+
+def submit_broken_notebook(root, student=BROKEN):
+    folder = root / "submitted" / student / LAB.assignment
+    folder.mkdir(parents=True)
+    (folder / LAB.notebook).write_text('{"cells": [ this is not JSON', encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def stub_course_template(tmp_path_factory):
+    root = released_course(tmp_path_factory.mktemp("template"))
+    students = ("demo_missing_function", "demo_reference", "demo_syntax_error")
+    submit_demo_students(root, [s for s in LAB1_SUBMISSIONS if s.student in students], LAB)
+    return root
+
+
+@pytest.fixture
+def stub_course(stub_course_template, tmp_path):
+    """A fresh copy of a released course with three demo submissions, never graded."""
+    return shutil.copytree(stub_course_template, tmp_path / "course")
+
+
+# Resume logic, with stand-ins --------------------------------------------------------------------
+
+def test_rerun_grades_nothing_and_a_changed_submission_is_regraded_alone(stub_course):
+    first = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
+    assert len(first.graded) == 3 and len(first.recorded) == 3 and not first.failures
+    assert all(not lost_points(row) for row in rows(stub_course).values())
+
+    again = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
+    assert again.graded == [] and again.recorded == [] and again.unchanged == 3
+
+    timestamp = stub_course / "submitted" / "demo_syntax_error" / LAB.assignment / "timestamp.txt"
+    timestamp.write_text("2026-11-24 09:00:00.000000 UTC\n")  # a resubmission
+    store = ResultStore.for_course(stub_course)
+    store.path(LAB.assignment, "demo_reference", ".recorded").unlink()  # stopped between storing and recording
+    changed = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
+    assert changed.graded == [(LAB.assignment, "demo_syntax_error")] and changed.unchanged == 1
+    assert set(changed.recorded) == {(LAB.assignment, "demo_syntax_error"), (LAB.assignment, "demo_reference")}
+
+
+def test_an_interrupted_run_keeps_finished_results_and_the_rerun_grades_the_rest(stub_course):
+    everyone = {(LAB.assignment, s.student) for s in find_submissions(stub_course, LAB.assignment)}
+    stopped = grade_class(stub_course, workers=1, grade=interrupted_grader, progress=False)
+    assert stopped.interrupted and stopped.grades_csv is None
+    assert (LAB.assignment, "demo_missing_function") in stopped.graded  # graded before the interruption
+    assert (LAB.assignment, "demo_reference") not in stopped.graded
+    assert set(stopped.recorded) == set(stopped.graded) and set(rows(stub_course)) == {s for _, s in stopped.graded}
+
+    resumed = grade_class(stub_course, workers=1, grade=passing_grader, progress=False)
+    assert set(resumed.graded) == everyone - set(stopped.graded)
+    assert not resumed.interrupted and set(rows(stub_course)) == {s for _, s in everyone}
+
+
+def test_a_worker_failure_is_reported_and_retried_on_the_next_run(stub_course):
+    failed = grade_class(stub_course, workers=2, grade=failing_worker, progress=False)
+    assert set(failed.failures) == {(LAB.assignment, "demo_reference")}
+    assert "worker lost" in failed.failures[LAB.assignment, "demo_reference"]
+    assert len(failed.graded) == 2  # the others were graded all the same
+
+    retried = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
+    assert retried.graded == [(LAB.assignment, "demo_reference")] and not retried.failures
+
+
+def test_the_fingerprint_changes_with_the_submission_and_the_source_notebook(stub_course):
+    submission = find_submissions(stub_course, LAB.assignment)[0]
+    before = submission.fingerprint()
+    assert submission.fingerprint() == before
+    model = submission.folder / LAB.model_file
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert submission.fingerprint() != before
+    changed_submission = submission.fingerprint()
+    submission.source_notebook.write_text(submission.source_notebook.read_text() + "\n")
+    assert submission.fingerprint() != changed_submission
+
+
+# The worker's own problems, without a full grading ------------------------------------------------
+
+def job_for(files, timeout=0):
+    return GradingJob(LAB.assignment, "someone", LAB.notebook, files, timeout=timeout)
+
+
+def test_a_notebook_that_is_not_json_is_a_problem_not_a_crash():
+    result = grade_submission(job_for({LAB.notebook: b'{"cells": [ oops'}))
+    assert "is not valid JSON" in result["problem"] and "submit" in result["problem"]
+    assert result["executed_notebook"] is None
+
+    missing = grade_submission(job_for({LAB.model_file: b"model"}))
+    assert "missing from the submission" in missing["problem"]
+
+
+def test_a_submission_over_the_time_limit_is_a_problem_and_is_stopped():
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("import time\ntime.sleep(60)"),
+                                   new_code_cell("print('after')")])
+    result = grade_submission(job_for({LAB.notebook: nbformat.writes(notebook).encode()}, timeout=5))
+    assert "longer than 5 s, the limit per submission" in result["problem"]
+    assert result["seconds"] < 40  # the sleeping cell was cut short, not waited for
+    assert result["report"]["problem"]  # the hidden graders were stopped too
+
+
+# Real gradings: local workers and a Dask cluster ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    root = released_course(tmp_path_factory.mktemp("class"))
+    submit_demo_students(root, [s for s in LAB1_SUBMISSIONS if s.student == REAL_STUDENT], LAB)
+    submit_broken_notebook(root)
+    summary = grade_class(root, workers=2, progress=False)
+    return root, summary
+
+
+def test_every_submission_is_graded_with_two_workers(graded_class):
+    root, summary = graded_class
+    assert not summary.failures and not summary.interrupted and len(summary.graded) == 2
+    graded = rows(root)
+    assert set(graded) == {REAL_STUDENT, BROKEN}
+    assert lost_points(graded[REAL_STUDENT]) == {"test_softmax"}  # every other check passed
+    assert "SyntaxError" in graded[REAL_STUDENT]["reasons"]["test_softmax"]
+
+
+def test_a_broken_notebook_scores_zero_with_a_clear_problem(graded_class):
+    root, summary = graded_class
+    assert "is not valid JSON" in summary.problems[LAB.assignment, BROKEN]
+    assert (LAB.assignment, REAL_STUDENT) not in summary.problems
+    scores = rows(root)[BROKEN]["scores"]
+    assert scores and all(score == 0 for score, _ in scores.values())
+    page = (root / "feedback" / BROKEN / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
+    assert "is not valid JSON" in page
+
+
+def test_grades_csv_and_feedback_are_written(graded_class):
+    root, summary = graded_class
+    with open(summary.grades_csv) as handle:
+        exported = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(handle)}
+    assert exported[BROKEN] == 0 < exported[REAL_STUDENT]
+    html = (root / "feedback" / REAL_STUDENT / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
+    assert "SyntaxError" in html and "BEGIN HIDDEN TESTS" not in html
+    assert (root / "autograded" / REAL_STUDENT / LAB.assignment / LAB.notebook).is_file()
+
+
+def test_a_dask_cluster_gives_the_same_grades(graded_class, tmp_path):
+    from distributed import LocalCluster
+
+    local_root, _ = graded_class
+    root = released_course(tmp_path / "dask")
+    for student in (REAL_STUDENT, BROKEN):
+        shutil.copytree(local_root / "submitted" / student, root / "submitted" / student)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        summary = grade_class(root, scheduler=cluster.scheduler_address, progress=False)
+    assert len(summary.graded) == 2 and not summary.failures
+    on_dask, locally = rows(root), rows(local_root)
+    for student in (REAL_STUDENT, BROKEN):
+        assert on_dask[student]["scores"] == locally[student]["scores"]
