@@ -440,25 +440,28 @@ def cell_of(notebook, grade_id):
 
 
 def metadata_edit(notebook):
-    """Metadata tricks nbgrader's own sanitizing and HiddenGraders undo, plus kernel tampering."""
+    """Metadata tricks that nbgrader's own sanitizing and HiddenGraders undo, plus kernel tampering."""
     add_tampering_cell(notebook)
-    replace_function(notebook, "scale_images", "def scale_images(images):\n    return images / 256")
-    # More points for a check.
+    replace_function(notebook, "relu", "def relu(x):\n    return np.where(x > 0, x, 0.01 * x)")
+    # More points for a check (relu is wrong: those points are lost).
     cell_of(notebook, "test_activations")["metadata"]["nbgrader"]["points"] = 100
-    # A duplicated grade id: the test cell's metadata copied onto a later cell that does nothing.
-    copy_of_test = copy.deepcopy(cell_of(notebook, "test_scale_images"))
-    copy_of_test.update(source="pass", outputs=[], id="copied-test")
-    notebook["cells"].append(copy_of_test)
     # A hidden test cell deleted.
     notebook["cells"].remove(cell_of(notebook, "test_figures"))
 
 
 def roles_edit(notebook):
-    """Metadata tricks that need RestoreGradedCells: a test cell made an answer cell, an invented graded cell."""
+    """Metadata tricks that need RestoreGradedCells: without it nbgrader leaves the submission ungraded."""
     replace_function(notebook, "softmax", NAIVE_SOFTMAX)
+    replace_function(notebook, "scale_images", "def scale_images(images):\n    return images / 256")
+    # A test cell turned into an answer cell that prints a pass.
     test = cell_of(notebook, "test_softmax")
     test["metadata"]["nbgrader"].update(solution=True, locked=False)
     test["source"] = "print('All tests passed')"
+    # A duplicated grade id: the test cell's metadata copied onto a later cell that does nothing.
+    copy_of_test = copy.deepcopy(cell_of(notebook, "test_scale_images"))
+    copy_of_test.update(source="pass", outputs=[], id="copied-test")
+    notebook["cells"].append(copy_of_test)
+    # An invented graded cell worth 50 points.
     bonus = copy.deepcopy(cell_of(notebook, "test_saved_model"))
     bonus["metadata"]["nbgrader"].update(grade_id="bonus", points=50)
     bonus.update(source="print('bonus')", id="bonus")
@@ -480,8 +483,8 @@ needs_restored_roles = pytest.mark.skipif(
 # Student -> (edit, the checks it must lose, and their messages).
 CLASS = {
     "demo_reference": (None, {}),
-    "t_metadata": (metadata_edit, {"test_scale_images": "float32"}),
-    "t_roles": (roles_edit, {"test_softmax": "gave inf or nan"}),
+    "t_metadata": (metadata_edit, {"test_activations": "relu returned wrong values"}),
+    "t_roles": (roles_edit, {"test_softmax": "gave inf or nan", "test_scale_images": "float32"}),
 }
 
 
