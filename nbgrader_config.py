@@ -7,12 +7,12 @@ run outside the student's kernel (coursekit.nbgrader_plugin.HiddenGraders).
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
-    AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, Execute,
-    GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades,
+    AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, DeduplicateIds,
+    Execute, GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades,
 )
 
 import course_config
-from coursekit.nbgrader_plugin import HiddenGraders
+from coursekit.nbgrader_plugin import HiddenGraders, RestoreGradedCells
 
 c = get_config()  # noqa: F821  (provided by nbgrader)
 
@@ -22,6 +22,17 @@ c.CourseDirectory.course_id = course_config.COURSE_ID
 # set, but a cell may still take longer than nbgrader's default of 30 s.
 c.Execute.timeout = course_config.NOTEBOOK_CELL_TIMEOUT_S
 c.Execute.allow_errors = True
+
+# Sanitizing a submission: nbgrader's own steps, plus the released cells' roles restored from the
+# gradebook, so a test cell turned into an answer cell (or a duplicated grade id) is still graded.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    RestoreGradedCells,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 
 c.Autograde.autograde_preprocessors = [
     Execute,
