@@ -119,12 +119,16 @@ class ConvLabSettings(LabSettings):
     min_conv_layers: int = 2
     max_params: int = 3_000_000
 
-    # The submitted model on the 10,000 test images: derived from the reference runs
-    # (reference_solution/lab2_cnn/results.json), and never below 0.92.
+    # The submitted model on the 10,000 test images: derived from the reference runs, and never
+    # below 0.92. The reference network reached 0.9252 with seed 42 (15 epochs on 54,000 images,
+    # `make reference`, 2-core CPU, TensorFlow backend; reference_solution/lab2_cnn/results.json),
+    # so the bar is the floor, 0.92. Raise it when longer (GPU) reference runs are recorded.
     saved_model_min_accuracy: float = 0.92
 
     # Brief retraining: 4,000 images, 2 epochs, batch 64 (125 steps, enough for batch-norm
-    # statistics with momentum 0.9 to settle), Adam 2e-3. Bar from results.json "grader_retraining".
+    # statistics with momentum 0.9 to settle), Adam 2e-3. On the reference architecture it gave
+    # 0.778 to 0.801 over 5 seeds (results.json, "grader_retraining"); the flawed but learning
+    # architectures of the tests reached about 0.80, zero-initialised kernels stay at 0.10.
     retrain_train_size: int = 4_000
     retrain_epochs: int = 2
     retrain_batch_size: int = 64
