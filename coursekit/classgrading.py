@@ -17,6 +17,7 @@ missing or changed, and records what was stored but not yet recorded.
 
 import json
 import multiprocessing
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -174,6 +175,8 @@ def _executor(workers, scheduler):
                 f"Could not reach the Dask scheduler at {scheduler} ({error}). Start one with `dask scheduler`, "
                 f"and workers with `dask worker {scheduler} --nthreads 1` on machines that have this kit and "
                 "its .venv (README.md, Grading a whole class).") from error
+        # Each job carries its submission's files (a model file is a few MB); Dask warns about large tasks.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         executor = client.get_executor(pure=False)
         try:
             yield executor, max(1, sum(client.nthreads().values()))
