@@ -295,3 +295,31 @@ def check_figures_in_outputs(notebook_path, required):
                if not any(has_image and re.search(pattern, source) for source, has_image in cells)]
     expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
                         "Run all cells before submitting, so the figures are saved in the notebook.")
+
+
+# Checks that every lab runs on its model ---------------------------------------------------
+
+def check_retraining(model, data, settings):
+    """The grader's brief retraining of the student's architecture reaches the lab's bar."""
+    shape = input_shape(model)
+    expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
+                              f"your model's input shape is {shape}.")
+    score = retraining_score(model, data, settings)
+    expect(score >= settings.retrain_min_accuracy,
+           f"The grader trained your default architecture for {settings.retrain_epochs} epochs on "
+           f"{settings.retrain_train_size:,} images (Adam, lr {settings.retrain_learning_rate}, batch "
+           f"{settings.retrain_batch_size}); it reached {score:.3f} test accuracy, below the bar of "
+           f"{settings.retrain_min_accuracy:.3f}. Check that every layer can learn (trainable weights, "
+           "sensible activations and initialisation).")
+
+
+def check_saved_model(folder, data, settings):
+    """The submitted model file loads in safe mode, takes raw images and reaches the lab's bar."""
+    path = folder / settings.model_file
+    model = load_submitted_model(path)
+    shape = input_shape(model)
+    expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
+    score = saved_model_score(path, model, data)
+    expect(score >= settings.saved_model_min_accuracy,
+           f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
+           f"the course bar is {settings.saved_model_min_accuracy:.3f}.")

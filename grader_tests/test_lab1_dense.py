@@ -11,9 +11,9 @@ import pytest
 
 from course_config import LAB1
 from coursekit.checks import (
-    DENSE_TYPE_LAYERS, check_figures_in_outputs, check_history_panel, close,
-    dense_layers, dropout_rates, expect, input_shape, layer_classes, load_submitted_model, model_from_config,
-    output_activation, retraining_score, saved_model_score, value_of,
+    DENSE_TYPE_LAYERS, check_figures_in_outputs, check_history_panel, check_retraining, check_saved_model, close,
+    dense_layers, dropout_rates, expect, input_shape, layer_classes, model_from_config,
+    output_activation, value_of,
 )
 from coursekit.data import load_fashion_mnist
 from coursekit.sandbox import Call, run_student_functions
@@ -208,15 +208,7 @@ def test_hidden_units_argument_is_used(student):
 
 @pytest.mark.grade_id("test_retraining")
 def test_retrained_architecture_learns(student_model, fashion_mnist):
-    shape = input_shape(student_model)
-    expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
-                              f"your model's input shape is {shape}.")
-    score = retraining_score(student_model, fashion_mnist, LAB1)
-    expect(score >= LAB1.retrain_min_accuracy,
-           f"The grader trained your default architecture for {LAB1.retrain_epochs} epochs on "
-           f"{LAB1.retrain_train_size:,} images (Adam, lr {LAB1.retrain_learning_rate}); it reached "
-           f"{score:.3f} test accuracy, below the bar of {LAB1.retrain_min_accuracy:.3f}. Check that every "
-           "layer can learn (trainable weights, sensible activations and initialisation).")
+    check_retraining(student_model, fashion_mnist, LAB1)
 
 
 # Plots ----------------------------------------------------------------------------------------
@@ -246,10 +238,4 @@ def test_required_figures_in_outputs(notebook_path):
 
 @pytest.mark.grade_id("test_saved_model")
 def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
-    model = load_submitted_model(submission_dir / LAB1.model_file)
-    shape = input_shape(model)
-    expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
-    score = saved_model_score(submission_dir / LAB1.model_file, model, fashion_mnist)
-    expect(score >= LAB1.saved_model_min_accuracy,
-           f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
-           f"the course bar is {LAB1.saved_model_min_accuracy:.3f}.")
+    check_saved_model(submission_dir, fashion_mnist, LAB1)
