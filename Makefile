@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh Debian machine (README.md):
-#   make demo   the instructor's whole flow on demo submissions (about 7 minutes on 2 cores)
+#   make demo   the instructor's whole flow on demo submissions of every lab
 #   make test   the kit's test suite
 # Both are safe to run again.
 
