@@ -22,7 +22,7 @@ import pytest
 from coursekit.checks import CheckFailed
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport",
-           "pytest_sessionfinish", "notebook_path", "submission_dir"]
+           "pytest_sessionfinish", "notebook_path", "submission_dir", "fashion_mnist"]
 
 _OUTCOMES = pytest.StashKey[dict]()
 
@@ -54,6 +54,14 @@ def notebook_path(request):
 def submission_dir(notebook_path):
     """The folder of the submitted notebook, where the saved model must be."""
     return notebook_path.parent
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Fashion-MNIST as the grader loads it itself: ((x_train, y_train), (x_test, y_test))."""
+    from coursekit.data import load_fashion_mnist
+
+    return load_fashion_mnist()
 
 
 def student_message(excinfo):

@@ -15,7 +15,6 @@ from coursekit.checks import (
     dense_layers, dropout_rates, expect, input_shape, layer_classes, model_from_config,
     output_activation, value_of,
 )
-from coursekit.data import load_fashion_mnist
 from coursekit.sandbox import Call, run_student_functions
 
 RNG = np.random.default_rng(20261123)
@@ -60,11 +59,6 @@ CALLS = [
 def student(notebook_path):
     """Results of all calls of the student's functions, made once in the sandbox."""
     return run_student_functions(notebook_path, CALLS)
-
-
-@pytest.fixture(scope="session")
-def fashion_mnist():
-    return load_fashion_mnist()
 
 
 @pytest.fixture(scope="session")
