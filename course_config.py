@@ -48,6 +48,7 @@ SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`)
 SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
 SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
+NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
 
 # The graders remember the scores they compute themselves (brief retraining of an architecture,
 # evaluation of a model file), keyed by a hash of what was scored, so an unchanged model is not

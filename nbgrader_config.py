@@ -1,17 +1,20 @@
 """nbgrader configuration of the course.
 
-Numbers come from course_config.py. The one change to nbgrader's standard flow:
-autograder test cells are scored by the hidden graders in grader_tests/, which
-run outside the student's kernel (coursekit.nbgrader_plugin.HiddenGraders).
+Numbers come from course_config.py. Changes to nbgrader's standard flow: autograder test
+cells are scored by the hidden graders in grader_tests/, which run outside the student's
+kernel (coursekit.nbgrader_plugin.HiddenGraders); the re-execution's kernel runs isolated
+like the graders' sandbox (coursekit.kernel_sandbox.SandboxedExecute in place of Execute);
+and sanitizing restores the released cells' roles (RestoreGradedCells).
 """
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, DeduplicateIds,
-    Execute, GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades,
+    GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades,
 )
 
 import course_config
+from coursekit.kernel_sandbox import SandboxedExecute
 from coursekit.nbgrader_plugin import HiddenGraders, RestoreGradedCells
 
 c = get_config()  # noqa: F821  (provided by nbgrader)
@@ -19,7 +22,8 @@ c = get_config()  # noqa: F821  (provided by nbgrader)
 c.CourseDirectory.course_id = course_config.COURSE_ID
 
 # Re-execution at grading time: the notebooks skip full training when NBGRADER_EXECUTION is
-# set, but a cell may still take longer than nbgrader's default of 30 s.
+# set, but a cell may still take longer than nbgrader's default of 30 s. (Settings of Execute apply to
+# SandboxedExecute, below.)
 c.Execute.timeout = course_config.NOTEBOOK_CELL_TIMEOUT_S
 c.Execute.allow_errors = True
 
@@ -34,8 +38,11 @@ c.Autograde.sanitize_preprocessors = [
     CheckCellMetadata,
 ]
 
+# nbgrader's Execute, with the student's kernel in new network and PID namespaces, as the sandbox's
+# user where the grader is root, with resource limits, in a scratch copy of the submission's folder
+# (coursekit/kernel_sandbox.py, docs/threat_model.md). Execute ignores c.Execute.kernel_manager_class.
 c.Autograde.autograde_preprocessors = [
-    Execute,
+    SandboxedExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

@@ -6,7 +6,8 @@ nothing else:
 1. the hidden graders score the submitted files (:func:`coursekit.grading.grade_notebook`,
    in their own process, with the student's functions in a sandbox);
 2. the notebook is re-run in quick mode with nbgrader's own ``Execute`` preprocessor
-   (``NBGRADER_EXECUTION`` set, the same cell time limit as ``nbgrader_config.py``),
+   (``NBGRADER_EXECUTION`` set, the same cell time limit as ``nbgrader_config.py``), in a
+   kernel isolated like the sandbox (:class:`coursekit.kernel_sandbox.SandboxedExecute`),
    so that the autograded notebook and the feedback show its outputs.
 
 The submission's files come in as bytes and a JSON-able result goes back, so a
@@ -18,7 +19,8 @@ trusted (the executed notebook's test-cell outputs are replaced by the verdicts)
 A problem caused by the submission (a notebook that is not valid JSON, a kernel that
 dies, a submission that takes longer than ``course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S``)
 is returned as ``result["problem"]``: every autograded check then scores 0 with that
-message. A failure of the worker itself (no kernel, other grading code) raises
+message. A failure of the worker itself (no kernel, other grading code, a protection of the
+sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
 :class:`GradingWorkerError`: nothing is recorded, and the next run tries again.
 """
 
@@ -123,15 +125,21 @@ def _read_notebook(path):
 def _run_quick_mode(notebook, folder, deadline, kernel_name, host):
     """Re-run ``notebook`` in place, as nbgrader autograde does; return a problem or ""."""
     from nbclient.exceptions import DeadKernelError
-    from nbgrader.preprocessors import Execute
     from nbgrader.utils import setenv
 
+    from coursekit.kernel_sandbox import SandboxedExecute
+    from coursekit.sandbox import isolation
+
+    try:
+        isolation()  # the kernel runs isolated like the sandbox; decided here so its refusal is reported as such
+    except RuntimeError as error:  # course_config.SANDBOX_REQUIRE_ISOLATION and a protection is missing
+        raise GradingWorkerError(f"Worker {host} will not re-run the notebook: {error}") from error
     cell_limit = course_config.NOTEBOOK_CELL_TIMEOUT_S
 
     def cell_timeout(cell):  # nbgrader's per-cell limit, cut short by the limit of the whole submission
         return max(1, min(cell_limit, int(deadline - time.monotonic())))
 
-    executor = Execute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name)
+    executor = SandboxedExecute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name)
     try:
         with setenv(NBGRADER_EXECUTION="autograde"):
             executor.preprocess(notebook, {"metadata": {"path": str(folder)}})

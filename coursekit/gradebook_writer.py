@@ -5,7 +5,7 @@ nbgrader's SQLite gradebook allows one writer, so only the process that runs
 time. Each result goes through nbgrader's own ``autograde`` (sanitizing, late
 penalties, ``SaveAutoGrades``) with the course's ``nbgrader_config.py``, in which
 the two slow steps are swapped for stand-ins that read the stored result
-(:class:`~coursekit.nbgrader_plugin.StoredExecution` for ``Execute``,
+(:class:`~coursekit.nbgrader_plugin.StoredExecution` for ``Execute`` or ``SandboxedExecute``,
 :class:`~coursekit.nbgrader_plugin.StoredVerdicts` for ``HiddenGraders``); then
 ``generate_feedback`` writes the student's page. Recording a result takes a second
 or two, not the minute that grading took.
@@ -47,10 +47,12 @@ def class_grading_config(root, results_directory):
                              "with this kit's nbgrader_config.py.")
     config = PyFileConfigLoader(config_file.name, path=str(root)).load_config()
     steps = list(config.Autograde.autograde_preprocessors)
-    if Execute not in steps or HiddenGraders not in steps:
-        raise GradebookError(f"{config_file} must list nbgrader's Execute and coursekit's HiddenGraders in "
-                             "Autograde.autograde_preprocessors; class grading replaces exactly those two.")
-    swap = {Execute: StoredExecution, HiddenGraders: StoredVerdicts}
+    executes = [step for step in steps if isinstance(step, type) and issubclass(step, Execute)]
+    if not executes or HiddenGraders not in steps:
+        raise GradebookError(f"{config_file} must list nbgrader's Execute (or coursekit's SandboxedExecute) and "
+                             "coursekit's HiddenGraders in Autograde.autograde_preprocessors; class grading "
+                             "replaces exactly those two.")
+    swap = {executes[0]: StoredExecution, HiddenGraders: StoredVerdicts}
     config.Autograde.autograde_preprocessors = [swap.get(step, step) for step in steps]
     config.StoredResult.results_directory = str(results_directory)
     config.CourseDirectory.root = str(root)

@@ -278,6 +278,139 @@ def test_missing_protection_stops_grading_when_isolation_is_required(strict_isol
     assert "Tell your instructor" in report.result_for("test_softmax").message
 
 
+# nbgrader's re-execution of the notebook: its kernel is isolated like the sandbox -------------------
+
+KERNEL_PROBE = """
+import json, os, socket, subprocess
+import numpy as np
+
+report = {"pid": os.getpid(), "uid": os.getuid(), "cwd": os.getcwd(), "copied": open("data.txt").read()}
+reached = []
+for host, port in (("127.0.0.1", PORT), ("1.1.1.1", 53)):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        reached.append(f"{host}:{port}")
+    except OSError:
+        pass
+report["reached"] = reached
+report["written"] = []
+for path in WRITE:
+    try:
+        with open(path, "a") as handle:
+            handle.write("tampered")
+        report["written"].append(path)
+    except OSError:
+        pass
+try:
+    report["read_graders"] = len(open(READ).read()) > 0
+except OSError:
+    report["read_graders"] = False
+open("relative.txt", "w").write("stays in the kernel's copy of the folder")
+subprocess.Popen(["sleep", "MARKER"], start_new_session=True)
+try:
+    np.ones((2048, 1024, 1024))  # 16 GB
+    report["memory"] = "allocated"
+except MemoryError:
+    report["memory"] = "MemoryError"
+print("PROBE" + json.dumps(report))
+"""
+
+
+def probe_report(notebook):
+    """The probe's report from the outputs of an executed notebook (None if it printed none)."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "")
+            if output.get("output_type") == "stream" and "PROBE{" in text:
+                return json.loads(text[text.index("PROBE{") + 5:].splitlines()[0])
+    return None
+
+
+@pytest.fixture(scope="module")
+def re_executed_probe(tmp_path_factory):
+    """The probe, run by nbgrader's Execute as the course configures it (SandboxedExecute), in a
+    submission's folder, next to a course-like folder that is open to read for all."""
+    from coursekit.kernel_sandbox import SandboxedExecute
+
+    folder = tmp_path_factory.mktemp("submission")
+    (folder / "data.txt").write_text("submitted file")
+    shared = Path(tempfile.mkdtemp(prefix="coursekit-shared-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "gradebook.db").write_text("grades")
+        (shared / "gradebook.db").chmod(0o644)
+        write = [str(folder / "data.txt"), str(folder / "new.txt"), str(shared / "gradebook.db"),
+                 str(shared / "other_student.ipynb")]
+        marker = f"{os.getpid() % 1000 + 425300}"
+        with listening_socket() as server:
+            source = (KERNEL_PROBE.replace("PORT", str(server.getsockname()[1])).replace("WRITE", repr(write))
+                      .replace("READ", repr(str(course_config.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py")))
+                      .replace("MARKER", marker))
+            notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+            notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            SandboxedExecute(timeout=120).preprocess(notebook, {"metadata": {"path": str(folder)}})
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
+        return {"report": probe_report(notebook), "folder": folder, "left": left,
+                "outputs": [cell.get("outputs") for cell in notebook.cells],
+                "files": {name: (path.read_text() if path.exists() else None) for name, path in [
+                    ("data.txt", folder / "data.txt"), ("new.txt", folder / "new.txt"),
+                    ("gradebook.db", shared / "gradebook.db"), ("other_student.ipynb", shared / "other_student.ipynb")]}}
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_re_execution_runs_in_a_scratch_copy_with_a_memory_limit(re_executed_probe):
+    report = re_executed_probe["report"]
+    assert report, re_executed_probe["outputs"]
+    assert report["copied"] == "submitted file" and Path(report["cwd"]) != re_executed_probe["folder"]
+    assert not (re_executed_probe["folder"] / "relative.txt").exists()
+    assert report["memory"] == "MemoryError"
+
+
+@needs_namespaces
+def test_re_execution_has_no_network_and_its_processes_die_with_it(re_executed_probe):
+    report = re_executed_probe["report"]
+    assert report["reached"] == [], "the kernel reached the network"
+    assert report["pid"] == 1  # its own PID namespace
+    assert not re_executed_probe["left"], f"processes left behind: {re_executed_probe['left']}"
+
+
+@needs_other_user
+def test_re_execution_cannot_write_outside_its_folder(re_executed_probe):
+    """As the sandbox's user, the kernel can change neither the submitted files nor grades nor the graders."""
+    report = re_executed_probe["report"]
+    assert report["uid"] == ISOLATION.uid
+    assert report["written"] == [] and not report["read_graders"]
+    assert re_executed_probe["files"] == {"data.txt": "submitted file", "new.txt": None, "gradebook.db": "grades",
+                                          "other_student.ipynb": None}
+
+
+def test_re_execution_is_refused_when_isolation_is_required(strict_isolation, tmp_path):
+    from coursekit.class_worker import GradingWorkerError, _run_quick_mode
+    from coursekit.kernel_sandbox import SandboxedExecute
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('never run')")])
+    with pytest.raises(RuntimeError, match="no user 'no-such-user-here'"):
+        SandboxedExecute(kernel_name="python3").preprocess(notebook, {"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(GradingWorkerError, match="will not re-run the notebook.*no-such-user-here"):
+        _run_quick_mode(notebook, tmp_path, float("inf"), "python3", "this-host")
+    assert not notebook.cells[0].outputs
+
+
+def test_nbgrader_re_executes_with_the_sandboxed_kernel():
+    """nbgrader_config.py lists SandboxedExecute, not plain Execute, and class grading swaps it as it did Execute."""
+    from nbgrader.preprocessors import Execute
+
+    from coursekit.gradebook_writer import class_grading_config
+    from coursekit.kernel_sandbox import SandboxedExecute
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_config.ROOT)).load_config()
+    steps = config.Autograde.autograde_preprocessors
+    assert SandboxedExecute in steps and Execute not in steps
+    swapped = class_grading_config(course_config.ROOT, "results").Autograde.autograde_preprocessors
+    assert not any(isinstance(step, type) and issubclass(step, Execute) for step in swapped)
+
+
 # Saved model files ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,222 @@
+"""nbgrader's re-execution of a submitted notebook, in a kernel isolated like the sandbox.
+
+``nbgrader autograde`` (and class grading's quick-mode run) executes every cell of a
+student's notebook in a Jupyter kernel. Its outputs decide no grade here, but the code
+in it is the student's. :class:`SandboxedKernelManager` starts that kernel under the
+isolation :func:`coursekit.sandbox.isolation` gives student functions:
+
+- new network and PID namespaces (``unshare``): no network, not even the machine's
+  loopback services, and every process of the kernel dies with it;
+- when the grader runs as root, the kernel runs as ``course_config.SANDBOX_USER``
+  (where that user can run the interpreter), with no supplementary groups and
+  ``RLIMIT_NPROC``;
+- resource limits: address space ``NOTEBOOK_KERNEL_MEMORY_MB``, files of at most
+  ``SANDBOX_MAX_OUTPUT_MB``, no core files;
+- a private scratch folder, the only one the kernel's user owns: the working folder is a
+  copy of the notebook's folder (plain files only, no links), so a notebook never
+  writes into ``autograded/`` or next to the submitted files; ``HOME`` and
+  ``KERAS_HOME`` are there too, with read-only links to the grader's Fashion-MNIST and
+  Keras model files; the environment holds only what a notebook needs.
+
+The kernel talks to nbgrader over Unix sockets in that folder (ZeroMQ's ``ipc``
+transport): TCP on localhost does not cross a network namespace, a socket file does.
+
+Where a protection is unavailable, the kernel degrades exactly like the sandbox: the
+missing protection is logged once as a warning, or, with
+``course_config.SANDBOX_REQUIRE_ISOLATION``, the kernel is not started at all.
+
+nbgrader's ``Execute`` preprocessor forces its own kernel manager class in its
+constructor (configuration cannot change it), so :class:`SandboxedExecute`, an
+``Execute`` that uses this manager, takes its place in ``nbgrader_config.py``.
+"""
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from nbgrader.preprocessors import Execute
+from traitlets import CaselessStrEnum
+
+import course_config
+from coursekit import sandbox
+
+log = logging.getLogger(__name__)
+
+# What the kernel keeps of the grader's environment: locale, thread and library settings, and
+# what Jupyter and nbgrader set for the kernel (JPY_*, NBGRADER_EXECUTION). No tokens, no paths
+# into the grader's home.
+KEPT_VARIABLES = (
+    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "MPLBACKEND", "KERAS_BACKEND",
+    "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES",
+    "PYDEVD_DISABLE_FILE_VALIDATION",
+)
+KEPT_PREFIXES = ("JPY_", "NBGRADER_")
+
+
+def file_variables():
+    """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
+    return (getattr(course_config, "VGG16_WEIGHTS_ENV", "VGG16_WEIGHTS"),)
+
+
+def _grader_keras_home():
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def _readable_copy(source, target):
+    """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
+    is already readable by all, else a copy with mode 0644."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    try:
+        if source.stat().st_mode & 0o004:
+            os.link(source, target)
+            return
+    except OSError:
+        pass
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o644)
+
+
+@functools.lru_cache(maxsize=None)
+def _keras_mirror():
+    """Once per process: the grader's Keras datasets and model files, readable (not writable) by the
+    kernel's user, in a folder of the scratch parent (which others cannot list)."""
+    mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=sandbox._scratch_parent()))
+    os.chmod(mirror, 0o755)
+    home = _grader_keras_home()
+    for part in ("datasets", "models"):
+        (mirror / part).mkdir()
+        os.chmod(mirror / part, 0o755)
+        source = home / part
+        if not source.is_dir():
+            continue
+        for path in source.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _readable_copy(path, mirror / part / path.relative_to(source))
+    return mirror
+
+
+def _mirrored_file(path):
+    """Where the kernel finds ``path`` (a file named by a variable of :func:`file_variables`), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    mirror = _keras_mirror()
+    try:
+        inside = path.resolve().relative_to(_grader_keras_home().resolve())
+        if inside.parts and inside.parts[0] in ("datasets", "models"):
+            return mirror / inside
+    except ValueError:
+        pass
+    target = mirror / "files" / path.name
+    if not target.exists():
+        _readable_copy(path, target)
+    return target
+
+
+def kernel_environment(env, home):
+    """The kernel's environment: ``env`` (what jupyter_client prepared) cut to what a notebook needs,
+    with ``HOME``, ``KERAS_HOME`` and caches in ``home``."""
+    env = env if env is not None else os.environ
+    kept = {key: value for key, value in env.items() if key in KEPT_VARIABLES or key.startswith(KEPT_PREFIXES)}
+    kept.update(HOME=str(home), KERAS_HOME=str(home / ".keras"), MPLCONFIGDIR=str(home / ".matplotlib"),
+                IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
+    for name in file_variables():
+        if env.get(name):
+            mirrored = _mirrored_file(env[name])
+            kept[name] = str(mirrored) if mirrored else env[name]  # e.g. "imagenet": not a file
+    return kept
+
+
+def _prepare_home(home):
+    """``HOME`` of the kernel: Keras's datasets and models linked to the read-only mirror, and
+    matplotlib's font list (building it takes seconds at every start otherwise)."""
+    mirror = _keras_mirror()
+    (home / ".keras").mkdir(parents=True)
+    for part in ("datasets", "models"):
+        (home / ".keras" / part).symlink_to(mirror / part)
+    (home / ".matplotlib").mkdir()
+    cache = Path(os.environ.get("MPLCONFIGDIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "matplotlib")
+    for font_list in cache.glob("fontlist-*.json") if cache.is_dir() else ():
+        shutil.copyfile(font_list, home / ".matplotlib" / font_list.name)
+
+
+def _copy_folder(source, target):
+    """Copy the plain files and folders of ``source`` into ``target``; links and special files are left out."""
+    target.mkdir(exist_ok=True)
+    if not source or not Path(source).is_dir():
+        return
+    for entry in os.scandir(source):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _copy_folder(entry.path, target / entry.name)
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copyfile(entry.path, target / entry.name)
+
+
+def _chown_tree(root, uid, gid):
+    for folder, folders, files in os.walk(root):
+        os.chown(folder, uid, gid)
+        for name in files + folders:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel runs isolated like the sandbox (see the module's docstring).
+
+    The kernel's working folder is a copy of the ``cwd`` it is started with; files the
+    notebook writes stay in that copy and are deleted with it when the kernel's resources
+    are cleaned up.
+    """
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True,
+                                help="ZeroMQ transport; 'ipc' (Unix sockets) crosses the kernel's network namespace.")
+
+    scratch = None  # the kernel's private folder, once started
+
+    async def _async_pre_start_kernel(self, **kw):
+        where = sandbox.isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox._scratch_parent()))
+            _prepare_home(self.scratch / "home")
+            _copy_folder(kw.get("cwd"), self.scratch / "work")
+            if where.drops_privileges:
+                _chown_tree(self.scratch, where.uid, where.gid)  # the only folder the kernel's user may write
+        self.transport = "ipc"
+        self.connection_file = str(self.scratch / "kernel.json")
+        self.ip = str(self.scratch / "kernel-ipc")
+        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
+        if where.drops_privileges:
+            os.chown(self.connection_file, where.uid, where.gid)
+        kw.update(cwd=str(self.scratch / "work"), env=kernel_environment(kw.get("env"), self.scratch / "home"),
+                  preexec_fn=sandbox._limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
+                                                      course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges))
+        self.isolation = where
+        return [*where.prefix, *kernel_cmd], kw
+
+    async def _async_cleanup_resources(self, restart=False):
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+
+class SandboxedExecute(Execute):
+    """nbgrader's ``Execute``, with the kernel started by :class:`SandboxedKernelManager`.
+
+    ``Execute`` sets ``kernel_manager_class`` in its constructor, which overrides
+    ``c.Execute.kernel_manager_class`` in a configuration file; this subclass passes
+    the sandboxed manager instead. Configuration for ``Execute`` (``timeout``, ...)
+    applies to it as well.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        super().__init__(*args, **kwargs)
