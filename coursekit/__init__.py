@@ -3,13 +3,23 @@
 Modules, one concern each:
 
 - ``data``: Fashion-MNIST without internet (Keras cache filled from local files).
-- ``sandbox``: runs a student's functions in a separate, limited process; only data comes back.
+- ``notebooks``: reads a submitted notebook safely, or says why it cannot be graded.
+- ``sandbox`` (with ``_sandbox_child``, the script it starts): runs a student's functions in a
+  separate, limited process; only data comes back.
+- ``kernel_sandbox``: nbgrader's re-execution of a notebook, in a kernel isolated like the sandbox.
 - ``checks``: helpers for writing hidden checks (``expect``, model and figure inspection).
 - ``pytest_plugin``: turns the hidden pytest graders into a per-check report.
 - ``grading``: grades one notebook by running the hidden graders in a subprocess.
 - ``nbgrader_plugin``: puts those results into nbgrader's autograde, so the gradebook has them.
+- ``course``: the instructor's nbgrader flow (release, autograde, feedback, export), step by step.
+- ``class_worker``: grades one submission from its files (graders, then the quick-mode re-run).
+- ``class_results``: class grading's stored results, keyed by a fingerprint, for resuming.
+- ``gradebook_writer``: records stored results with nbgrader (the one gradebook writer).
+- ``classgrading``: ``grade-class``, a whole class with parallel workers or on Dask.
 - ``submissions``: the demo and test submissions (reference and flawed variants).
-- ``cli``: ``python -m coursekit data|demo|reference|grade``.
+- ``demo``: ``make demo``, the instructor's whole flow on demo submissions.
+- ``reference``: the reference runs (``make reference``).
+- ``cli``: ``python -m coursekit data|release|demo|reference|grade|grade-class``.
 """
 
 __version__ = "0.1.0"

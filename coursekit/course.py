@@ -49,7 +49,8 @@ def generate_feedback(root, assignment):
 
 
 def export_grades(root, csv_path):
-    return nbgrader(root, "export", f"--CsvExportPlugin.filename={csv_path}")
+    """nbgrader export (CSV) into ``csv_path`` (nbgrader's option is ``CsvExportPlugin.to``)."""
+    return nbgrader(root, "export", f"--CsvExportPlugin.to={csv_path}")
 
 
 def _failure_messages(autograded_notebook):

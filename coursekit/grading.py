@@ -5,6 +5,7 @@ process, never in the student's kernel; they in turn run the student's functions
 in a sandbox. The result is one :class:`CheckResult` per nbgrader grade id.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -81,9 +82,12 @@ def grade_notebook(notebook, assignment, timeout=None):
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
             return GradingReport({}, f"the hidden graders did not finish within {timeout} s")
+        finally:  # also on Ctrl-C or any other exception: nothing of the graders' process group survives
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            process.stdout.close()
         if not report_path.exists():
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             return GradingReport({}, "the hidden graders stopped without a report: " + " | ".join(tail))

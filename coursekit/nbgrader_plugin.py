@@ -30,16 +30,10 @@ from nbformat.v4 import new_output
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
-from nbgrader.utils import is_grade, is_solution
 from traitlets import Unicode
 
 from coursekit.class_results import ResultStore, result_report
 from coursekit.grading import grade_notebook
-
-
-def is_autograder_test(cell):
-    """An nbgrader autograder test cell: a graded code cell that is not an answer cell."""
-    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
 
 
 def gradebook_cells(resources):

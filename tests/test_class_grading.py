@@ -157,6 +157,29 @@ def test_a_submission_over_the_time_limit_is_a_problem_and_is_stopped():
     assert result["report"]["problem"]  # the hidden graders were stopped too
 
 
+def test_ctrl_c_while_the_graders_run_leaves_no_grader_process(monkeypatch, tmp_path):
+    """grade_notebook kills the graders' process group whatever stops it, Ctrl-C included."""
+    import os
+    import subprocess
+
+    from coursekit.grading import grade_notebook
+    from coursekit.sandbox import isolation
+
+    isolation()  # decided before communicate is replaced (it starts processes of its own)
+    started = []
+
+    def interrupted(process, *args, **kwargs):
+        started.append(process.pid)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grade_notebook(tmp_path / LAB.notebook, LAB.assignment)
+    assert started
+    with pytest.raises(ProcessLookupError):
+        os.killpg(started[0], 0)  # no process of the graders' group is left
+
+
 # Real gradings: local workers and a Dask cluster ----------------------------------------------------
 
 @pytest.fixture(scope="module")
