@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all venv data kernel release demo test reference grade clean-demo
+.PHONY: all venv data kernel release demo test reference grade benchmark clean-demo
 
 all: test
 
@@ -58,6 +58,11 @@ reference: data kernel
 # Grading a whole class): make grade [WORKERS=2] [ASSIGNMENTS=lab1_dense] [SCHEDULER=tcp://host:8786]
 grade: data kernel
 	$(PY) -m coursekit grade-class $(ASSIGNMENTS) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+
+# Seconds per submission and throughput with 1 and 2 workers, per lab, from an empty grader cache
+# (README.md, Grading a whole class): writes benchmark.json. Run it on an idle machine.
+benchmark: data kernel
+	$(PY) -m coursekit.benchmark --out benchmark.json
 
 clean-demo:
 	rm -rf submitted autograded/demo_* feedback gradebook.db grades.csv .class_grading

@@ -16,6 +16,7 @@ Modules, one concern each:
 - ``class_results``: class grading's stored results, keyed by a fingerprint, for resuming.
 - ``gradebook_writer``: records stored results with nbgrader (the one gradebook writer).
 - ``classgrading``: ``grade-class``, a whole class with parallel workers or on Dask.
+- ``benchmark``: ``make benchmark``, seconds per submission and throughput with 1 and 2 workers.
 - ``submissions``: the demo and test submissions (reference and flawed variants).
 - ``demo``: ``make demo``, the instructor's whole flow on demo submissions.
 - ``reference``: the reference runs (``make reference``).

@@ -1,0 +1,182 @@
+"""Measure class grading: seconds per submission and throughput with 1 and 2 workers, per lab.
+
+``python -m coursekit.benchmark`` (or ``make benchmark``) does, for each lab and each worker
+count, what README.md's *Grading a whole class* reports:
+
+1. a temporary course: this kit's ``source/`` and ``nbgrader_config.py``, released with
+   ``nbgrader generate_assignment``, and demo submissions written into ``submitted/`` (by
+   default the first two of each lab: the reference solution and a variant with another
+   architecture, so that neither grading reuses the other's retraining score);
+2. an empty grader cache (``COURSEKIT_GRADER_CACHE``), so every score is computed;
+3. ``grade_class(..., workers=W, force=True)``, the code behind ``python -m coursekit grade-class``.
+
+It records the wall time, each submission's grading time as the worker measured it (hidden
+graders plus quick-mode re-run, the ``seconds`` of its result), the CPU time of the workers
+and everything they started, the machine's CPU time in all (``/proc/stat``, other jobs
+included), the load average before and after, and the sandbox's isolation. The numbers
+are printed as a table and written as JSON. Run it on an idle machine: it warns when the
+load average is above 0.5 at the start.
+
+Examples::
+
+    .venv/bin/python -m coursekit.benchmark                       # every lab with a reference, 1 and 2 workers
+    .venv/bin/python -m coursekit.benchmark --labs lab1_dense --workers 1 --out lab1.json
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import course_config
+
+
+def _load():
+    return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _machine_cpu_seconds():
+    """CPU time the whole machine spent busy (every process, every core), from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def released_template(root, lab, students):
+    """A released course in ``root`` with ``students`` (demo submission ids) submitted for ``lab``."""
+    from coursekit import course
+    from coursekit.demo import submit_demo_students
+    from coursekit.submissions import SUBMISSIONS_BY_LAB
+
+    shutil.copytree(course_config.SOURCE_DIR / lab.assignment, root / "source" / lab.assignment)
+    shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
+    course.generate_release(root, [lab.assignment])
+    by_id = {submission.student: submission for submission in SUBMISSIONS_BY_LAB[lab.assignment]}
+    submit_demo_students(root, [by_id[student] for student in students], lab)
+    return root
+
+
+def default_students(lab):
+    """The first two demo submissions of the lab: the reference and a variant with another architecture."""
+    from coursekit.submissions import SUBMISSIONS_BY_LAB
+
+    return [submission.student for submission in SUBMISSIONS_BY_LAB[lab.assignment][:2]]
+
+
+def measure(template, lab, workers, scratch):
+    """One run: grade the template's submissions with ``workers`` local workers from an empty grader cache."""
+    from coursekit.class_results import ResultStore
+    from coursekit.classgrading import grade_class
+
+    root = Path(tempfile.mkdtemp(prefix=f"{lab.assignment}-w{workers}-", dir=scratch))
+    shutil.rmtree(root)
+    shutil.copytree(template, root)
+    os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="grader-cache-", dir=scratch)
+    load_before, machine_before, children_before = _load(), _machine_cpu_seconds(), _children_cpu_seconds()
+    started = time.monotonic()
+    summary = grade_class(root, [lab.assignment], workers=workers, force=True, progress=False)
+    wall = time.monotonic() - started
+    for child in multiprocessing.active_children():  # reap the workers, so their CPU time is counted
+        child.join(timeout=30)
+    store = ResultStore.for_course(root)
+    per_submission = {}
+    for assignment, student in summary.graded:
+        result = store.load(assignment, student) or {}
+        per_submission[student] = result.get("seconds")
+    count = len(summary.graded)
+    return {
+        "lab": lab.assignment, "workers": workers, "submissions": count,
+        "seconds_per_submission": per_submission,
+        "wall_s": round(wall, 1),
+        "throughput_per_min": round(60 * count / wall, 2) if wall else None,
+        "workers_cpu_s": round(_children_cpu_seconds() - children_before, 1),
+        "machine_cpu_s": round(_machine_cpu_seconds() - machine_before, 1),
+        "load_before": load_before, "load_after": _load(),
+        "problems": {f"{a}/{s}": why for (a, s), why in summary.problems.items()},
+        "failures": {f"{a}/{s}": why for (a, s), why in summary.failures.items()},
+    }
+
+
+def table(runs):
+    """README.md's table: one line per run."""
+    lines = ["| Run | Load (1 min, before → after) | Per submission | Wall | CPU (workers; machine) | Throughput |",
+             "|---|---|---|---|---|---|"]
+    for run in runs:
+        seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
+        lines.append(f"| {run['lab']}, {run['workers']} worker{'s' if run['workers'] > 1 else ''} "
+                     f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
+                     f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
+                     f"| {run['workers_cpu_s']:.0f} CPU-s; {run['machine_cpu_s']:.0f} CPU-s "
+                     f"| {run['throughput_per_min']:.2f} / min |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from coursekit.sandbox import isolation
+    from coursekit.submissions import reference_files
+
+    labs_with_reference = [lab.assignment for lab in course_config.LABS if reference_files(lab)[0].exists()]
+    parser = argparse.ArgumentParser(prog="python -m coursekit.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labs", nargs="*", default=labs_with_reference,
+                        help=f"assignments to measure (default: {' '.join(labs_with_reference)})")
+    parser.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="worker counts (default: 1 2)")
+    parser.add_argument("--students", nargs="*", help="demo submission ids (default: the first two of each lab)")
+    parser.add_argument("--out", default="benchmark.json", help="JSON file to write (default: benchmark.json)")
+    args = parser.parse_args(argv)
+
+    load = _load()
+    if load[0] > 0.5:
+        print(f"Warning: load average {load[0]:.2f} at the start; other jobs will slow the gradings down "
+              "and the numbers will not describe an idle machine.", file=sys.stderr)
+    where = isolation()
+    report = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "isolation": list(where.in_force), "isolation_missing": list(where.missing),
+        "command": "python -m coursekit.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),
+        "runs": [],
+    }
+    out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="coursekit-benchmark-") as scratch:
+        scratch = Path(scratch)
+        for assignment in args.labs:
+            lab = course_config.lab_settings(assignment)
+            students = args.students or default_students(lab)
+            print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
+            template = released_template(scratch / f"{assignment}-template", lab, students)
+            for workers in args.workers:
+                print(f"{assignment}: grading with {workers} worker(s), empty grader cache ...", flush=True)
+                run = measure(template, lab, workers, scratch)
+                report["runs"].append(run)
+                print(f"  {json.dumps(run)}", flush=True)
+                out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # partial results survive
+    print("\n" + table(report["runs"]))
+    print(f"\nWritten to {out}")
+    failed = any(run["failures"] for run in report["runs"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
