@@ -39,7 +39,6 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from nbgrader.preprocessors import Execute
-from traitlets import CaselessStrEnum
 
 import course_config
 from coursekit import sandbox
@@ -176,9 +175,6 @@ class SandboxedKernelManager(AsyncKernelManager):
     are cleaned up.
     """
 
-    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True,
-                                help="ZeroMQ transport; 'ipc' (Unix sockets) crosses the kernel's network namespace.")
-
     scratch = None  # the kernel's private folder, once started
 
     async def _async_pre_start_kernel(self, **kw):
@@ -189,7 +185,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             _copy_folder(kw.get("cwd"), self.scratch / "work")
             if where.drops_privileges:
                 _chown_tree(self.scratch, where.uid, where.gid)  # the only folder the kernel's user may write
-        self.transport = "ipc"
+        self.transport = "ipc"  # even if tcp was configured: it cannot reach a kernel in its own network namespace
         self.connection_file = str(self.scratch / "kernel.json")
         self.ip = str(self.scratch / "kernel-ipc")
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
