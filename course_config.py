@@ -29,6 +29,15 @@ GRADES_CSV = ROOT / "grades.csv"
 # (Debian package dataset-fashion-mnist). They are copied into Keras's cache.
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 
+# VGG16's ImageNet weights (Lab 3), convolutional base only. Lab 3's notebook reads its weights
+# source from the environment variable VGG16_WEIGHTS, "imagenet" (Keras's download) when unset.
+# `make data` copies the first of these files that exists into Keras's cache (checking its
+# sha256), and the kit sets VGG16_WEIGHTS to that copy for every notebook and grader it runs.
+VGG16_WEIGHTS_ENV = "VGG16_WEIGHTS"
+VGG16_WEIGHTS_FILE_NAME = "vgg16_imagenet_notop.weights.h5"
+VGG16_WEIGHTS_SOURCES = [ROOT.parent / "shared" / "weights" / VGG16_WEIGHTS_FILE_NAME]
+VGG16_WEIGHTS_SHA256 = "a2f51117308129c3de9a523c91d35160eb75a6a9e5db1e2afb4f48e48dfb733a"
+
 COURSE_ID = "dl-fashion-mnist"
 
 # --- Grading limits (per submission) -----------------------------------------------
@@ -137,11 +146,46 @@ class ConvLabSettings(LabSettings):
     retrain_min_accuracy: float = 0.70
 
 
+@dataclass(frozen=True)
+class TransferLabSettings(LabSettings):
+    """Numbers for Lab 3, VGG16 transfer learning."""
+
+    assignment: str = "lab3_vgg16"
+    notebook: str = "lab3_vgg16.ipynb"
+    model_file: str = "lab3_vgg16_model.keras"
+
+    # Architecture check: VGG16's 13 convolutional layers; in the fine-tuned model only the layers
+    # whose names start with one of these prefixes may be trainable inside the base.
+    base_conv_layers: int = 13
+    fine_tuned_layers: tuple = ("block5_",)
+    # Frozen ImageNet weights must come back unchanged; this tolerance allows float16/float32 rounding.
+    weights_tolerance: float = 1e-4
+
+    # The submitted fine-tuned model on the 10,000 test images: from the reference runs, never below 0.92.
+    # No reference run yet (it needs a GPU; README.md), so this is the floor. Set it from the runs.
+    saved_model_min_accuracy: float = 0.92
+
+    # Brief retraining of the student's classifier head on the grader's own VGG16 features
+    # (block5_pool of 32×32 zero-padded images, computed once and kept in GRADER_CACHE_DIR).
+    # The source notebook's head (Flatten, Dense 256 ReLU, Dropout 0.5, Dense 10) reached
+    # 0.774–0.779 over seeds 0–4 and 0.771 with seed 42 (coursekit.vgg16.head_retraining, 2-core
+    # CPU, TensorFlow backend, 2026-11-23; issue 4's note); zero-initialised kernels stay at 0.100.
+    # `make reference` records the same measurement in results.json ("grader_retraining").
+    feature_image_size: int = 32
+    retrain_train_size: int = 5_000
+    retrain_test_size: int = 5_000
+    retrain_epochs: int = 5
+    retrain_batch_size: int = 128
+    retrain_learning_rate: float = 1e-3
+    retrain_min_accuracy: float = 0.70
+
+
 LAB1 = DenseLabSettings()
 LAB2 = ConvLabSettings()
+LAB3 = TransferLabSettings()
 
 # Every lab, in course order: the release, the demo, the reference runs and class grading go through these.
-LABS = (LAB1, LAB2)
+LABS = (LAB1, LAB2, LAB3)
 
 
 def lab_settings(assignment):

@@ -153,10 +153,15 @@ def _convert(result, kind, name, arrays):
         for index, item in enumerate(result):
             arrays[f"{name}__{index}"] = _numeric_array(item)
         return {"arrays": len(result)}
-    if kind == "model":
+    if kind in ("model", "model_weights"):
         if not hasattr(result, "to_json"):
             raise TypeError(f"expected a Keras model, got {type(result).__name__}")
-        return {"json": result.to_json()}
+        if kind == "model":
+            return {"json": result.to_json()}
+        weights = result.get_weights()
+        for index, item in enumerate(weights):
+            arrays[f"{name}__{index}"] = _numeric_array(item)
+        return {"json": result.to_json(), "arrays": len(weights)}
     if kind == "figure":
         import matplotlib.pyplot as plt
         from matplotlib.figure import Figure

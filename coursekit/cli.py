@@ -2,7 +2,7 @@
 
 Commands
 --------
-data        fill Keras's Fashion-MNIST cache from local files (or download)
+data        fill Keras's caches: Fashion-MNIST and VGG16's ImageNet weights, from local files
 release     nbgrader generate_assignment for every lab
 reference   run the reference notebooks in full and record the results
 grade       run the hidden graders on one notebook and print the verdicts
@@ -17,7 +17,7 @@ import course_config
 
 
 def _data(args):
-    from coursekit.data import DatasetNotFoundError, ensure_keras_cache
+    from coursekit.data import DatasetNotFoundError, WeightsNotFoundError, ensure_keras_cache, ensure_vgg16_weights
 
     try:
         folder = ensure_keras_cache(allow_download=True)
@@ -25,6 +25,12 @@ def _data(args):
         print(error, file=sys.stderr)
         return 1
     print(f"Fashion-MNIST is ready in {folder}")
+    try:
+        weights = ensure_vgg16_weights()
+    except WeightsNotFoundError as error:  # only Lab 3 needs them, and with internet Keras downloads them
+        print(f"Warning, Lab 3 cannot run offline: {error}", file=sys.stderr)
+        return 0
+    print(f"VGG16's ImageNet weights are ready in {weights} (the kit sets {course_config.VGG16_WEIGHTS_ENV} to it)")
     return 0
 
 
@@ -107,4 +113,7 @@ def main(argv=None):
     demo.add_argument("--students", nargs="*", help="only these demo students")
     demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
+    from coursekit.data import configure_vgg16_weights
+
+    configure_vgg16_weights()  # the notebooks and graders started from here load VGG16 from the local copy
     return args.run(args)

@@ -112,3 +112,103 @@ def load_fashion_mnist(sources=None):
     folder = ensure_keras_cache(sources)
     x_train, y_train, x_test, y_test = (_read_idx(folder / name) for name in FILES)
     return (x_train, y_train), (x_test, y_test)
+
+
+# VGG16 ImageNet weights (Lab 3) ---------------------------------------------------------------
+
+class WeightsNotFoundError(FileNotFoundError):
+    """VGG16's ImageNet weights are neither configured nor in any known local place."""
+
+
+def vgg16_weights_cache_file():
+    """Where ``make data`` keeps the local copy of VGG16's weights: next to Keras's own downloads."""
+    import course_config
+
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(keras_home) / "models" / course_config.VGG16_WEIGHTS_FILE_NAME
+
+
+def _sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_not_found_message(searched):
+    import course_config
+
+    listed = "\n".join(f"  - {path}" for path in searched)
+    return (
+        "VGG16's ImageNet weights were not found and cannot be downloaded here. Looked in:\n"
+        f"{listed}\n"
+        "Fix it in one of these ways:\n"
+        f"  - put {course_config.VGG16_WEIGHTS_FILE_NAME} (the convolutional base, a Keras 3 weights file) "
+        f"into one of those places, or set {course_config.VGG16_WEIGHTS_ENV}=/path/to/that/file, then run "
+        "`make data`;\n"
+        "  - or run on a machine with internet, where keras.applications.VGG16(weights='imagenet') "
+        "downloads them itself."
+    )
+
+
+def ensure_vgg16_weights(sources=None):
+    """Copy VGG16's ImageNet weights into Keras's cache folder (checked by sha256); return that file.
+
+    A file already in the cache is kept when its checksum is right. ``sources`` defaults
+    to the file named by ``$VGG16_WEIGHTS`` (when it is a path) and
+    ``course_config.VGG16_WEIGHTS_SOURCES``.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If neither the cache nor any source holds the right file.
+    """
+    import course_config
+
+    cache = vgg16_weights_cache_file()
+    if sources is None:
+        configured = os.environ.get(course_config.VGG16_WEIGHTS_ENV, "")
+        sources = ([Path(configured)] if configured not in ("", "imagenet") else []) + list(
+            course_config.VGG16_WEIGHTS_SOURCES)
+    if cache.is_file() and _sha256(cache) == course_config.VGG16_WEIGHTS_SHA256:
+        return cache
+    for source in map(Path, sources):
+        if source.is_file() and _sha256(source) == course_config.VGG16_WEIGHTS_SHA256:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".partial")
+            shutil.copyfile(source, partial)
+            os.replace(partial, cache)
+            return cache
+    raise WeightsNotFoundError(_weights_not_found_message([cache, *sources]))
+
+
+def configure_vgg16_weights():
+    """Point ``$VGG16_WEIGHTS`` at the local copy of the weights, for the notebooks and graders the kit runs.
+
+    Keeps a value the user has set. Returns the value in force, or "" when there is
+    no local copy (then the notebooks fall back to Keras's download).
+    """
+    import course_config
+
+    name = course_config.VGG16_WEIGHTS_ENV
+    if os.environ.get(name):
+        return os.environ[name]
+    cache = vgg16_weights_cache_file()
+    if cache.is_file():
+        os.environ[name] = str(cache)
+        return os.environ[name]
+    return ""
+
+
+def vgg16_weights_file():
+    """The local weights file the graders compare against and load (they never download).
+
+    Raises
+    ------
+    WeightsNotFoundError
+        With what to do, when there is no local copy.
+    """
+    return ensure_vgg16_weights()

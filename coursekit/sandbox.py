@@ -40,7 +40,7 @@ from coursekit.notebooks import NotebookProblem, read_submission
 log = logging.getLogger(__name__)
 
 CHILD_SCRIPT = Path(__file__).with_name("_sandbox_child.py")
-RETURN_KINDS = ("array", "arrays", "model", "figure", "none")
+RETURN_KINDS = ("array", "arrays", "model", "model_weights", "figure", "none")
 
 
 @dataclass
@@ -53,10 +53,11 @@ class Call:
         Name of the function in the notebook.
     args, kwargs
         Arguments: NumPy arrays, or values that JSON can carry.
-    returns : {"array", "arrays", "model", "figure", "none"}
+    returns : {"array", "arrays", "model", "model_weights", "figure", "none"}
         What the function should return, and so what comes back: an array, a tuple
-        of arrays, a Keras model's JSON configuration, a description of a matplotlib
-        figure, or nothing.
+        of arrays, a Keras model's JSON configuration (``{"json": ...}``; with
+        "model_weights" also ``"weights"``, the tuple of its weight arrays), a
+        description of a matplotlib figure, or nothing.
     name : str, optional
         Key of the result; defaults to ``function``.
     return_args : bool
@@ -355,6 +356,10 @@ def _result_from_record(record, call, workdir, budget):
             count = int(value.get("arrays", 0)) if isinstance(value, dict) else 0
             items = tuple(stored.get(f"{call.name}__{i}") for i in range(count))
             value = items[0] if call.returns == "array" and items else items
+        elif call.returns == "model_weights":
+            count = int(value.get("arrays", 0)) if isinstance(value, dict) else 0
+            value = {"json": value.get("json") if isinstance(value, dict) else None,
+                     "weights": tuple(stored.get(f"{call.name}__{i}") for i in range(count))}
         args_after = tuple(stored[key] for key in sorted(stored) if "__arg" in key)
     return CallResult(call.name, True, "", value, args_after)
 

@@ -212,6 +212,8 @@ class Submission:
         Changes the reference notebook (a dict) in place.
     weak_model : bool
         Submit a briefly trained model instead of the reference model.
+    model_edit : callable, optional
+        Changes the reference model (loaded with Keras) in place; the changed model is submitted.
     in_demo : bool
         Shown by ``make demo`` (all are used by the tests).
     """
@@ -221,6 +223,7 @@ class Submission:
     fails: frozenset = field(default_factory=frozenset)
     edit: Optional[Callable] = None
     weak_model: bool = False
+    model_edit: Optional[Callable] = None
     in_demo: bool = True
 
 
@@ -407,8 +410,116 @@ LAB2_SUBMISSIONS = (
                in_demo=False),
 )
 
+
+# Lab 3 ----------------------------------------------------------------------------------------------
+
+VGG16_WITH_RANDOM_WEIGHTS = '''
+def load_vgg16_base(image_size=32, weights=None):
+    """VGG16 with random weights: the weights argument is never passed on."""
+    return keras.applications.VGG16(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+'''
+
+TRANSFER_MODEL_WITH_TRAINABLE_BASE = '''
+def build_transfer_model(method="pad", image_size=32, units=256, dropout_rate=0.5, weights=None):
+    """Forgets to freeze the base: feature extraction trains all of VGG16."""
+    base = load_vgg16_base(image_size, weights)
+    head = build_classifier_head(base.output_shape[1:], units, dropout_rate)
+    inputs = keras.Input(shape=(28, 28))
+    features = base(build_input_adapter(method, image_size)(inputs), training=False)
+    return keras.Model(inputs, head(features), name="vgg16_transfer")
+'''
+
+SINGLE_CHANNEL_ADAPTER = '''
+def build_input_adapter(method="pad", image_size=32):
+    """Pads or resizes, but keeps one grey channel."""
+    inputs = keras.Input(shape=(28, 28))
+    x = layers.Reshape((28, 28, 1))(inputs)
+    if method == "pad":
+        x = layers.ZeroPadding2D((image_size - 28) // 2)(x)
+    else:
+        x = layers.Resizing(image_size, image_size)(x)
+    outputs = layers.Normalization(mean=[103.939], variance=[1.0])(x)
+    return keras.Model(inputs, outputs, name=f"adapt_{method}_{image_size}")
+'''
+
+UNFREEZE_THE_WHOLE_BASE = '''
+def unfreeze_top_layers(base, first_trainable="block5_conv1"):
+    """Unfreezes every layer of the base, not just the top block."""
+    base.trainable = True
+    return [layer.name for layer in base.layers if layer.trainable and layer.weights]
+'''
+
+HEAD_THAT_CANNOT_LEARN = '''
+def build_classifier_head(feature_shape, units=256, dropout_rate=0.5):
+    """All weights start at zero: the ReLU units stay dead and only the output biases learn."""
+    return keras.Sequential([
+        keras.Input(shape=tuple(feature_shape)),
+        layers.Flatten(),
+        layers.Dense(units, activation="relu", kernel_initializer="zeros"),
+        layers.Dropout(dropout_rate),
+        layers.Dense(10, activation="softmax", kernel_initializer="zeros"),
+    ], name="classifier_head")
+'''
+
+FINE_TUNING_PLOT_RESTARTING_EPOCHS = '''
+def plot_fine_tuning_history(head_history, fine_history):
+    """Draws each stage from epoch 1 again, without marking where fine-tuning starts."""
+    head_history = getattr(head_history, "history", head_history)
+    fine_history = getattr(fine_history, "history", fine_history)
+    figure, panels = plt.subplots(1, 2, figsize=(12, 4))
+    for axes, key in zip(panels, ["loss", "accuracy"]):
+        for name, history in (("head", head_history), ("fine-tuning", fine_history)):
+            epochs = np.arange(1, len(history[key]) + 1)
+            axes.plot(epochs, history[key], label=f"{name} training")
+            axes.plot(epochs, history[f"val_{key}"], label=f"{name} validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(key)
+        axes.legend()
+    return figure
+'''
+
+
+def unfreeze_whole_base(model):
+    """The saved model of UNFREEZE_THE_WHOLE_BASE: every layer of VGG16 trainable."""
+    model.get_layer("vgg16").trainable = True
+
+
+def confuse_two_classes(model):
+    """A fine-tuned model that swaps its answers for shirts and T-shirts and for pullovers and coats."""
+    output = model.get_layer("classifier_head").layers[-1]
+    kernel, bias = output.get_weights()
+    order = [6, 1, 4, 3, 2, 5, 0, 7, 8, 9]
+    output.set_weights([kernel[:, order], bias[order]])
+
+
+LAB3_SUBMISSIONS = (
+    Submission("demo_reference", "the reference solution"),
+    Submission("demo_base_not_frozen", "the VGG16 base is not frozen for feature extraction",
+               frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_transfer_model", TRANSFER_MODEL_WITH_TRAINABLE_BASE)),
+    Submission("demo_random_weights", "VGG16 with random instead of ImageNet weights",
+               frozenset({"test_imagenet_weights"}),
+               lambda nb: replace_function(nb, "load_vgg16_base", VGG16_WITH_RANDOM_WEIGHTS)),
+    Submission("demo_whole_base_unfrozen", "fine-tuning unfreezes the whole base", frozenset({"test_fine_tuning"}),
+               lambda nb: replace_function(nb, "unfreeze_top_layers", UNFREEZE_THE_WHOLE_BASE),
+               model_edit=unfreeze_whole_base),
+    Submission("demo_single_channel", "the input adapter keeps a single grey channel", frozenset({"test_architecture"}),
+               lambda nb: replace_function(nb, "build_input_adapter", SINGLE_CHANNEL_ADAPTER)),
+    Submission("demo_low_accuracy", "the saved model confuses two pairs of classes", frozenset({"test_saved_model"}),
+               model_edit=confuse_two_classes),
+    Submission("test_head_and_plot_flaws", "a head that cannot learn; curves restart at epoch 1 without a "
+               "boundary; the comparison chart was never drawn",
+               frozenset({"test_head_retraining", "test_fine_tuning_plot", "test_figures"}),
+               _several(lambda nb: replace_function(nb, "build_classifier_head", HEAD_THAT_CANNOT_LEARN),
+                        lambda nb: replace_function(nb, "plot_fine_tuning_history",
+                                                    FINE_TUNING_PLOT_RESTARTING_EPOCHS),
+                        lambda nb: clear_cell_outputs(nb, "# Comparison chart")),
+               in_demo=False),
+)
+
 # The demo and test submissions of each lab, by assignment name.
-SUBMISSIONS_BY_LAB = {course_config.LAB1.assignment: LAB1_SUBMISSIONS, course_config.LAB2.assignment: LAB2_SUBMISSIONS}
+SUBMISSIONS_BY_LAB = {course_config.LAB1.assignment: LAB1_SUBMISSIONS, course_config.LAB2.assignment: LAB2_SUBMISSIONS,
+                      course_config.LAB3.assignment: LAB3_SUBMISSIONS}
 
 
 # Writing submissions --------------------------------------------------------------------------------
@@ -451,6 +562,12 @@ def write_submission(submission, folder, settings=course_config.LAB1, weak_model
             make_weak_model(weak_model_path, settings)
         else:
             shutil.copyfile(weak_model_path, folder / settings.model_file)
+    elif submission.model_edit:
+        import keras
+
+        model = keras.saving.load_model(model_path, compile=False)
+        submission.model_edit(model)
+        model.save(folder / settings.model_file)
     else:
         shutil.copyfile(model_path, folder / settings.model_file)
     return target

@@ -7,7 +7,7 @@ import pytest
 import course_config
 from coursekit.submissions import SUBMISSIONS_BY_LAB
 
-LAB1, LAB2 = course_config.LAB1, course_config.LAB2
+LAB1, LAB2, LAB3 = course_config.LAB1, course_config.LAB2, course_config.LAB3
 
 # A phrase that each flawed submission's message must contain: the student learns what was wrong.
 # A submission that fails several checks has one phrase per grade id.
@@ -43,8 +43,18 @@ EXPECTED_MESSAGES = {
         "test_plot_flaws": {"test_history_plot": "both the training and the validation curve",
                             "test_misclassified_plot": "should show those 6"},
     },
+    LAB3.assignment: {
+        "demo_base_not_frozen": "the VGG16 base must be frozen",
+        "demo_random_weights": "are not VGG16's ImageNet weights",
+        "demo_whole_base_unfrozen": "these are not as intended: block1_conv1",
+        "demo_single_channel": "three channels",
+        "demo_low_accuracy": "the course bar is",
+        "test_head_and_plot_flaws": {"test_head_retraining": "below the bar",
+                                     "test_fine_tuning_plot": "numbered after the head's",
+                                     "test_figures": "the comparison chart"},
+    },
 }
-LABS = {LAB1.assignment: LAB1, LAB2.assignment: LAB2}
+LABS = {lab.assignment: lab for lab in (LAB1, LAB2, LAB3)}
 CASES = [(assignment, s.student) for assignment, subs in SUBMISSIONS_BY_LAB.items() for s in subs]
 
 

@@ -1,0 +1,143 @@
+"""VGG16 as Lab 3's graders see it: the ImageNet base, its layers, and features to retrain a head on.
+
+Everything here runs in the grader's process, from the kit's local copy of the
+weights (:func:`coursekit.data.vgg16_weights_file`), never from anything a
+student's code produced or downloaded.
+"""
+
+import functools
+import hashlib
+import os
+
+import numpy as np
+
+from coursekit.checks import _leaf_layers, accuracy, expect, remembered
+
+# Filters of VGG16's 13 convolutional layers, in order (blocks of 2, 2, 3, 3, 3).
+VGG16_CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+# The mean ImageNet pixel that keras.applications.vgg16.preprocess_input subtracts, in BGR order.
+IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def imagenet_base(image_size=32):
+    """VGG16's convolutional base with the ImageNet weights, loaded from the local file."""
+    import keras
+
+    from coursekit.data import vgg16_weights_file
+
+    return keras.applications.VGG16(include_top=False, weights=str(vgg16_weights_file()),
+                                    input_shape=(image_size, image_size, 3))
+
+
+def imagenet_conv_weights():
+    """[(kernel, bias)] of the 13 ImageNet convolutions, in order."""
+    return [tuple(layer.get_weights()) for layer in vgg16_conv_layers(imagenet_base())]
+
+
+def vgg16_conv_layers(model):
+    """The Conv2D layers of the model, nested models flattened (13 for a VGG16 base)."""
+    return [layer for layer in _leaf_layers(model) if type(layer).__name__ == "Conv2D"]
+
+
+def expect_vgg16_base(model, what):
+    """Fail unless ``model`` holds VGG16's 13 convolutional layers; return them."""
+    convs = vgg16_conv_layers(model)
+    filters = tuple(getattr(layer, "filters", None) for layer in convs)
+    expect(filters == VGG16_CONV_FILTERS,
+           f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)): "
+           f"13 Conv2D layers with {', '.join(map(str, VGG16_CONV_FILTERS[::2]))}... filters; it has "
+           f"{len(convs)} Conv2D layers{' with ' + str(list(filters)) + ' filters' if convs else ''}.")
+    return convs
+
+
+def first_difference(weights, reference, tolerance):
+    """Index of the first array of ``weights`` that differs from ``reference`` (None when all match)."""
+    for index, (mine, theirs) in enumerate(zip(weights, reference)):
+        if mine is None or np.shape(mine) != np.shape(theirs) or not np.allclose(mine, theirs, atol=tolerance):
+            return index
+    return None
+
+
+def preprocessed(images, size, method="pad"):
+    """What a correct input adapter gives for raw ``images``: VGG16's inputs, computed by the grader."""
+    import keras
+
+    grey = np.asarray(images, dtype=np.float32)[..., np.newaxis]
+    if method == "pad":
+        margin = (size - grey.shape[1]) // 2
+        grey = np.pad(grey, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    else:
+        grey = np.asarray(keras.ops.image.resize(grey, (size, size), interpolation="bilinear"))
+    return np.repeat(grey, 3, axis=-1) - IMAGENET_BGR_MEAN
+
+
+def _features_file(settings, data_key):
+    import course_config
+
+    digest = hashlib.sha256(repr((settings.feature_image_size, settings.retrain_train_size,
+                                  settings.retrain_test_size, settings.retrain_seed, data_key,
+                                  course_config.VGG16_WEIGHTS_SHA256)).encode()).hexdigest()
+    return course_config.GRADER_CACHE_DIR / "vgg16_features" / f"{digest}.npz"
+
+
+def head_features(data, settings):
+    """(train features, train labels, test features, test labels) of the grader's balanced subsets.
+
+    Features are the ImageNet base's outputs on zero-padded images, computed once and kept
+    in the grader's cache folder (they depend only on the data, the weights and the settings).
+    """
+    from coursekit.checks import _balanced_subset
+
+    (x_train, y_train), (x_test, y_test) = data
+    path = _features_file(settings, (len(x_train), len(x_test)))
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            return tuple(stored[key] for key in ("train", "train_labels", "test", "test_labels"))
+    train = _balanced_subset(y_train, settings.retrain_train_size, settings.retrain_seed)
+    test = _balanced_subset(y_test, settings.retrain_test_size, settings.retrain_seed)
+    base, size = imagenet_base(settings.feature_image_size), settings.feature_image_size
+    arrays = {"train": base.predict(preprocessed(x_train[train], size), batch_size=256, verbose=0),
+              "train_labels": y_train[train],
+              "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
+              "test_labels": y_test[test]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)  # atomic: parallel graders never read half a file
+    return tuple(arrays[key] for key in ("train", "train_labels", "test", "test_labels"))
+
+
+def head_retraining(head, data, settings, seed=None):
+    """Train ``head`` (freshly initialised) on the grader's VGG16 features; return its test accuracy."""
+    import keras
+
+    train, train_labels, test, test_labels = head_features(data, settings)
+    keras.utils.set_random_seed(settings.retrain_seed if seed is None else seed)
+    head = keras.models.clone_model(head)
+    head.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    head.fit(train, train_labels, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
+             shuffle=True, verbose=0)
+    return accuracy(head, test, test_labels)
+
+
+def check_head_retraining(head, data, settings):
+    """The grader's brief training of the student's classifier head on its own features reaches the bar."""
+    feature_shape = imagenet_base(settings.feature_image_size).output_shape[1:]
+    shape = tuple(head.inputs[0].shape[1:])
+    expect(shape == tuple(feature_shape),
+           f"build_classifier_head({feature_shape}) should take feature maps of shape {feature_shape}; "
+           f"its input shape is {shape}.")
+    with open(__file__, "rb") as source:
+        recipe = source.read()
+    score = remembered("head_retraining", head.to_json() + repr(settings) + recipe.decode("utf-8"),
+                       lambda: head_retraining(head, data, settings))
+    expect(score >= settings.retrain_min_accuracy,
+           f"The grader trained your build_classifier_head() for {settings.retrain_epochs} epochs on VGG16 "
+           f"features of {settings.retrain_train_size:,} training images (Adam, lr "
+           f"{settings.retrain_learning_rate}, batch {settings.retrain_batch_size}); it reached {score:.3f} "
+           f"accuracy on {settings.retrain_test_size:,} test images, below the bar of "
+           f"{settings.retrain_min_accuracy:.3f}. Check that its layers can learn (trainable Dense layers, "
+           "sensible activations and initialisation).")
+

@@ -1,0 +1,251 @@
+"""Hidden checks for Lab 3, VGG16 transfer learning.
+
+Every test is marked with the grade id of the notebook's test cell it scores. The
+student's functions run once, in a sandbox (the ``student`` fixture); what comes
+back (model configurations, weights, figure descriptions) is checked here against
+VGG16 as the grader loads it itself, from the kit's local copy of the ImageNet
+weights. Models are rebuilt, trained and evaluated in the grader's own process.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+from course_config import LAB3
+from coursekit.checks import (
+    check_figures_in_outputs, check_saved_model, close, dense_layers, expect, find_line, input_shape,
+    load_submitted_model, model_from_config, output_activation, value_of,
+)
+from coursekit.data import vgg16_weights_file
+from coursekit.sandbox import Call, run_student_functions
+from coursekit.vgg16 import (
+    IMAGENET_BGR_MEAN, check_head_retraining, expect_vgg16_base, first_difference, imagenet_base,
+    imagenet_conv_weights, preprocessed, vgg16_conv_layers,
+)
+
+RNG = np.random.default_rng(20261125)
+
+# Hidden cases -----------------------------------------------------------------------
+PIXELS = RNG.integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
+PADDED_SIZES = (32, 36)
+RESIZED_SIZE = 48
+HEAD_HISTORY = {"loss": [0.9, 0.5, 0.42], "val_loss": [0.6, 0.48, 0.45],
+                "accuracy": [0.7, 0.83, 0.86], "val_accuracy": [0.8, 0.84, 0.85]}
+FINE_HISTORY = {"loss": [0.3, 0.25], "val_loss": [0.33, 0.31],
+                "accuracy": [0.89, 0.91], "val_accuracy": [0.88, 0.9]}
+
+
+def _calls(weights):
+    return [
+        *[Call("build_input_adapter", kwargs={"method": "pad", "image_size": size}, returns="model",
+               name=f"adapter_pad_{size}") for size in PADDED_SIZES],
+        Call("build_input_adapter", kwargs={"method": "resize", "image_size": RESIZED_SIZE}, returns="model",
+             name="adapter_resize"),
+        Call("load_vgg16_base", kwargs={"image_size": 32, "weights": weights}, returns="model_weights"),
+        Call("build_transfer_model", kwargs={"weights": weights}, returns="model"),
+        Call("build_classifier_head", ((1, 1, 512),), returns="model"),
+        Call("plot_fine_tuning_history", (HEAD_HISTORY, FINE_HISTORY), returns="figure"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def student(notebook_path):
+    """Results of all calls of the student's functions, made once in the sandbox."""
+    return run_student_functions(notebook_path, _calls(str(vgg16_weights_file())))
+
+
+@functools.lru_cache(maxsize=1)
+def _saved_model(path):
+    return load_submitted_model(path)
+
+
+@pytest.fixture
+def saved_model(submission_dir):
+    """The submitted fine-tuned model, loaded once in safe mode."""
+    return _saved_model(str(submission_dir / LAB3.model_file))
+
+
+# Input adaptation and architecture ------------------------------------------------------------
+
+def _adapted(student, name):
+    adapter = model_from_config(value_of(student[name])["json"])
+    expect(input_shape(adapter) == (28, 28),
+           f"build_input_adapter should take raw 28×28 images (keras.Input(shape=(28, 28))); its input "
+           f"shape is {input_shape(adapter)}.")
+    return np.asarray(adapter(PIXELS.astype("float32")))
+
+
+@pytest.mark.grade_id("test_architecture")
+@pytest.mark.parametrize("size", PADDED_SIZES)
+def test_padding_adapter(student, size):
+    adapted = _adapted(student, f"adapter_pad_{size}")
+    expected = preprocessed(PIXELS, size, "pad")
+    expect(adapted.shape == expected.shape,
+           f"build_input_adapter('pad', {size}) should give VGG16 inputs of shape {expected.shape[1:]} "
+           f"({size}×{size}, three channels); it gave {adapted.shape[1:]}.")
+    expect(close(adapted, expected, tolerance=1e-3),
+           f"build_input_adapter('pad', {size}) should zero-pad the raw pixels (0-255) to {size}×{size}, copy "
+           "the grey value into three channels and apply VGG16's preprocessing (subtract the mean ImageNet "
+           f"pixel {IMAGENET_BGR_MEAN.round(3).tolist()} in BGR order, no scaling to [0, 1]); its values "
+           f"differ by up to {np.abs(adapted - expected).max():.3g}.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_resizing_adapter(student):
+    adapted = _adapted(student, "adapter_resize")
+    expected = preprocessed(PIXELS, RESIZED_SIZE, "resize")
+    expect(adapted.shape == expected.shape,
+           f"build_input_adapter('resize', {RESIZED_SIZE}) should give VGG16 inputs of shape "
+           f"{expected.shape[1:]}; it gave {adapted.shape[1:]}.")
+    # Any reasonable interpolation keeps each image's mean brightness; the channels must differ by
+    # exactly the differences of VGG16's channel means (grey copied into B, G and R).
+    channel_offsets = (adapted - adapted[..., :1]).mean(axis=(0, 1, 2))
+    expect(np.allclose(channel_offsets, IMAGENET_BGR_MEAN[0] - IMAGENET_BGR_MEAN, atol=1e-2),
+           f"build_input_adapter('resize', {RESIZED_SIZE}) should copy the grey value into three channels and "
+           "subtract VGG16's mean ImageNet pixel per channel (BGR order), as preprocess_input does.")
+    expect(np.allclose(adapted.mean(axis=(1, 2, 3)), expected.mean(axis=(1, 2, 3)), atol=2.0),
+           f"build_input_adapter('resize', {RESIZED_SIZE}) should resize the raw pixels (0-255) and then "
+           "apply VGG16's preprocessing; the brightness of its images differs from that.")
+
+
+@pytest.fixture(scope="session")
+def transfer_model(student):
+    """The student's feature-extraction model, rebuilt in the grader's process from its configuration."""
+    return model_from_config(value_of(student["build_transfer_model"])["json"])
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_transfer_model_structure(transfer_model):
+    shape = input_shape(transfer_model)
+    expect(shape == (28, 28), f"build_transfer_model() should take raw 28×28 images (the input adapter inside "
+                              f"the model); its input shape is {shape}.")
+    convs = expect_vgg16_base(transfer_model, "build_transfer_model()")
+    expect(convs[0].kernel.shape[2] == 3,
+           f"VGG16's first convolution should see three channels (the grey image copied three times); in your "
+           f"model it sees {convs[0].kernel.shape[2]}.")
+    denses = dense_layers(transfer_model)
+    units = denses[-1].units if denses else None
+    expect(units == LAB3.num_classes and output_activation(transfer_model) == "softmax",
+           f"The head should end in Dense({LAB3.num_classes}, activation='softmax'); found Dense({units}) with "
+           f"activation '{output_activation(transfer_model)}'.")
+
+
+@pytest.mark.grade_id("test_architecture")
+def test_base_is_frozen_for_feature_extraction(transfer_model):
+    trainable = [layer.name for layer in vgg16_conv_layers(transfer_model) if layer.trainable]
+    expect(not trainable,
+           "In feature extraction the VGG16 base must be frozen (base.trainable = False), so that training "
+           f"changes only the new head; these of its layers are trainable: {', '.join(trainable)}.")
+    expect(any(layer.trainable and layer.weights for layer in dense_layers(transfer_model)),
+           "The classifier head must stay trainable: none of its Dense layers is.")
+
+
+# The pretrained weights ----------------------------------------------------------------------
+
+@pytest.mark.grade_id("test_imagenet_weights")
+def test_base_has_the_imagenet_weights(student):
+    result = value_of(student["load_vgg16_base"])
+    base = model_from_config(result["json"])
+    expect_vgg16_base(base, "load_vgg16_base()")
+    reference = [array for pair in imagenet_conv_weights() for array in pair]
+    weights = list(result["weights"])
+    differs = first_difference(weights, reference, LAB3.weights_tolerance)
+    expect(len(weights) == len(reference) and differs is None,
+           "load_vgg16_base(weights=...) returned a VGG16 base whose weights are not VGG16's ImageNet weights "
+           f"(the first that differ: {vgg16_conv_layers(imagenet_base())[min(differs or 0, 25) // 2].name}). "
+           "Pass the `weights` argument on to keras.applications.VGG16 (weights=None gives random weights).")
+
+
+# Brief retraining of the head by the grader ----------------------------------------------------
+
+@pytest.mark.grade_id("test_head_retraining")
+def test_head_learns_on_vgg16_features(student, fashion_mnist):
+    head = model_from_config(value_of(student["build_classifier_head"])["json"])
+    denses = dense_layers(head)
+    expect(denses and denses[-1].units == LAB3.num_classes and output_activation(head) == "softmax",
+           f"build_classifier_head should end in Dense({LAB3.num_classes}, activation='softmax').")
+    check_head_retraining(head, fashion_mnist, LAB3)
+
+
+# Fine-tuning -------------------------------------------------------------------------------------
+
+def _is_fine_tuned(name):
+    return name.startswith(LAB3.fine_tuned_layers)
+
+
+@pytest.mark.grade_id("test_fine_tuning")
+def test_only_the_top_block_is_trainable(saved_model):
+    convs = expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
+    wrong = [layer.name for layer in convs if layer.trainable != _is_fine_tuned(layer.name)]
+    expect(not wrong,
+           f"In the fine-tuned model only VGG16's layers {', '.join(p + '*' for p in LAB3.fine_tuned_layers)} "
+           f"should be trainable and the ones below them frozen; these are not as intended: {', '.join(wrong)}. "
+           "Unfreeze from block5_conv1 on (unfreeze_top_layers) and keep blocks 1-4 frozen.")
+
+
+@pytest.mark.grade_id("test_fine_tuning")
+def test_frozen_blocks_keep_imagenet_weights_and_top_block_moved(saved_model):
+    convs = expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
+    reference = imagenet_conv_weights()
+    changed = [layer.name for layer, (kernel, _) in zip(convs, reference)
+               if not np.allclose(layer.get_weights()[0], kernel, atol=LAB3.weights_tolerance)]
+    frozen_changed = [name for name in changed if not _is_fine_tuned(name)]
+    expect(not frozen_changed,
+           f"The frozen layers of VGG16 should keep their ImageNet weights, but in the saved model these differ: "
+           f"{', '.join(frozen_changed)}. Load the ImageNet weights and keep blocks 1-4 frozen while training.")
+    expect(any(_is_fine_tuned(name) for name in changed),
+           "VGG16's top block in the saved model still has exactly its ImageNet weights: it was not fine-tuned. "
+           "Train it (with a low learning rate) after unfreezing it, then save the model.")
+
+
+def _panel_shows(ax, head, fine):
+    """Whether the panel shows a curve over both stages: one line, or one per stage, on one epoch axis."""
+    n_head, n_fine = len(head), len(fine)
+    joined = find_line(ax, list(head) + list(fine))
+    if joined is not None:
+        return np.allclose(joined["x"], np.arange(1, n_head + n_fine + 1)) or np.allclose(
+            joined["x"], np.arange(n_head + n_fine))
+    first, second = find_line(ax, head), find_line(ax, fine)
+    return first is not None and second is not None and second["x"][0] > first["x"][-1]
+
+
+@pytest.mark.grade_id("test_fine_tuning_plot")
+@pytest.mark.parametrize("panel", ["loss", "accuracy"])
+def test_fine_tuning_panel(student, panel):
+    figure = value_of(student["plot_fine_tuning_history"])
+    axes = figure["axes"]
+    expect(len(axes) >= 2, f"plot_fine_tuning_history should draw two panels (loss and accuracy); it drew "
+                           f"{len(axes)}.")
+    holding = [ax for ax in axes if _panel_shows(ax, HEAD_HISTORY[panel], FINE_HISTORY[panel])]
+    expect(holding, f"No panel shows the training {panel} of both stages on one epoch axis: the fine-tuning "
+                    "epochs should be numbered after the head's (e.g. epochs 1-10, then 11-20).")
+    ax = holding[0]
+    expect(_panel_shows(ax, HEAD_HISTORY[f"val_{panel}"], FINE_HISTORY[f"val_{panel}"]),
+           f"The {panel} panel should also show the validation {panel} of both stages.")
+    boundary = len(HEAD_HISTORY[panel])
+    vertical = [line for line in ax["lines"] if len(set(line["x"])) == 1
+                and boundary - 1 <= line["x"][0] <= boundary + 1]
+    expect(vertical, f"Mark where fine-tuning starts in the {panel} panel with a vertical line (ax.axvline).")
+    expect(ax["xlabel"].strip() and ax["ylabel"].strip() and ax["legend"],
+           f"Label both axes of the {panel} panel and add a legend.")
+
+
+REQUIRED_FIGURES = {
+    "the adapted inputs": r"build_input_adapter\(",
+    "the fine-tuning curves": r"plot_fine_tuning_history\(",
+    "the confusion matrix": r"(?i)confusion",
+    "the comparison chart": r"(?i)comparison",
+}
+
+
+@pytest.mark.grade_id("test_figures")
+def test_required_figures_in_outputs(notebook_path):
+    check_figures_in_outputs(notebook_path, REQUIRED_FIGURES)
+
+
+# The submitted, fully trained model -------------------------------------------------------------
+
+@pytest.mark.grade_id("test_saved_model")
+def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
+    check_saved_model(submission_dir, fashion_mnist, LAB3)
