@@ -196,6 +196,13 @@ def relu(x):
 '''
 
 
+def _several(*edits):
+    def edit(notebook):
+        for one in edits:
+            one(notebook)
+    return edit
+
+
 @dataclass(frozen=True)
 class Submission:
     """One demo or test submission.
@@ -245,14 +252,17 @@ LAB1_SUBMISSIONS = (
     Submission("demo_cannot_learn", "zero-initialised ReLU layers that cannot learn",
                frozenset({"test_retraining"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_THAT_CANNOT_LEARN)),
-    Submission("test_wrong_scaling", "scale_images divides by 256 and returns float64",
-               frozenset({"test_scale_images"}), lambda nb: replace_function(nb, "scale_images", SCALING_BY_256),
+    Submission("test_function_flaws", "scale_images divides by 256 and returns float64; split_validation "
+               "takes the last images; relu is leaky; plot_history leaves the axes unlabelled; submitted "
+               "without running (no figures in the outputs)",
+               frozenset({"test_scale_images", "test_split_validation", "test_activations", "test_history_plot",
+                          "test_figures"}),
+               _several(lambda nb: replace_function(nb, "scale_images", SCALING_BY_256),
+                        lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING),
+                        lambda nb: replace_function(nb, "relu", LEAKY_RELU),
+                        lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS),
+                        clear_outputs),
                in_demo=False),
-    Submission("test_unshuffled_split", "split_validation takes the last images",
-               frozenset({"test_split_validation"}),
-               lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING), in_demo=False),
-    Submission("test_leaky_relu", "relu is leaky", frozenset({"test_activations"}),
-               lambda nb: replace_function(nb, "relu", LEAKY_RELU), in_demo=False),
     Submission("test_ignores_hidden_units", "build_dense_model ignores its hidden_units argument",
                frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS), in_demo=False),
@@ -261,10 +271,6 @@ LAB1_SUBMISSIONS = (
     Submission("test_flat_input", "the model expects flattened 784-value inputs",
                frozenset({"test_architecture", "test_retraining"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT), in_demo=False),
-    Submission("test_unlabelled_plot", "plot_history leaves the axes unlabelled", frozenset({"test_history_plot"}),
-               lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS), in_demo=False),
-    Submission("test_no_outputs", "submitted without running: no figures in the outputs",
-               frozenset({"test_figures"}), clear_outputs, in_demo=False),
 )
 
 
@@ -371,13 +377,6 @@ def plot_misclassified(images, true_labels, predicted_labels, class_names, count
         ax.axis("off")
     return figure
 '''
-
-
-def _several(*edits):
-    def edit(notebook):
-        for one in edits:
-            one(notebook)
-    return edit
 
 
 LAB2_SUBMISSIONS = (
