@@ -54,3 +54,35 @@ def test_data_command_fails_cleanly_without_files_or_network(empty_keras_home, t
     assert done.returncode == 1
     assert "Fashion-MNIST was not found" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# VGG16's ImageNet weights (Lab 3) -----------------------------------------------------------------
+
+def _local_weights():
+    found = [path for path in course_config.VGG16_WEIGHTS_SOURCES if path.is_file()]
+    if not found and not data.vgg16_weights_cache_file().is_file():
+        pytest.skip("no local copy of VGG16's ImageNet weights on this machine (course_config.VGG16_WEIGHTS_SOURCES)")
+    return found[0] if found else data.vgg16_weights_cache_file()
+
+
+def test_vgg16_weights_are_copied_into_keras_cache_and_configured(tmp_path, monkeypatch):
+    source = _local_weights()  # found before KERAS_HOME moves
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.delenv(course_config.VGG16_WEIGHTS_ENV, raising=False)
+    assert data.configure_vgg16_weights() == ""  # nothing local yet: the notebooks fall back to the download
+    copy = data.ensure_vgg16_weights([source])
+    assert copy == tmp_path / "keras-home" / "models" / course_config.VGG16_WEIGHTS_FILE_NAME
+    assert data.configure_vgg16_weights() == str(copy)
+    monkeypatch.setenv(course_config.VGG16_WEIGHTS_ENV, "/my/own/weights.h5")
+    assert data.configure_vgg16_weights() == "/my/own/weights.h5"  # a user's own setting is kept
+
+
+def test_vgg16_weights_without_a_good_file_say_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    forged = tmp_path / course_config.VGG16_WEIGHTS_FILE_NAME
+    forged.write_bytes(b"not the weights")
+    with pytest.raises(data.WeightsNotFoundError) as raised:
+        data.ensure_vgg16_weights([tmp_path / "nowhere.h5", forged])
+    message = str(raised.value)
+    assert "VGG16_WEIGHTS" in message and "make data" in message and str(forged) in message
+    assert not data.vgg16_weights_cache_file().exists()  # a file with the wrong checksum is never copied
