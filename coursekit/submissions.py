@@ -445,6 +445,8 @@ UNFREEZE_THE_WHOLE_BASE = '''
 def unfreeze_top_layers(base, first_trainable="block5_conv1"):
     """Unfreezes every layer of the base, not just the top block."""
     base.trainable = True
+    for layer in base.layers:
+        layer.trainable = True
     return [layer.name for layer in base.layers if layer.trainable and layer.weights]
 '''
 
@@ -480,7 +482,10 @@ def plot_fine_tuning_history(head_history, fine_history):
 
 def unfreeze_whole_base(model):
     """The saved model of UNFREEZE_THE_WHOLE_BASE: every layer of VGG16 trainable."""
-    model.get_layer("vgg16").trainable = True
+    base = model.get_layer("vgg16")
+    base.trainable = True
+    for layer in base.layers:  # Keras keeps a sublayer's own trainable=False when its parent is unfrozen
+        layer.trainable = True
 
 
 def confuse_two_classes(model):
