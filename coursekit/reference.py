@@ -82,8 +82,21 @@ def hardware():
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None, "machine": platform.machine(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu_names(), "machine": platform.machine(),
             "system": platform.system()}
+
+
+def _gpu_names():
+    """The NVIDIA GPUs of this machine, as nvidia-smi names them (None when there are none)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if done.returncode == 0 and names else None
 
 
 def versions():
