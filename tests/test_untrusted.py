@@ -2,12 +2,12 @@
 
 Each case ends with the right points and a message the student can act on, and an
 honest submission graded in the same run is not affected. The cheap cases use small
-notebooks run through the sandbox, or the loaders alone; two Lab 1 submissions are
-graded by the hidden graders, and one class (honest, tampered, unreadable) goes
-through the real ``nbgrader autograde``.
+notebooks run through the sandbox, or the loaders alone, and one probe notebook run in
+nbgrader's re-execution kernel; two Lab 1 submissions are graded by the hidden graders,
+and one class (honest, tampered, unreadable) goes through the real ``nbgrader autograde``
+(tests/lab1_class.py: the same class serves tests/test_nbgrader_flow.py).
 """
 
-import copy
 import json
 import os
 import shutil
@@ -23,7 +23,7 @@ import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
-from coursekit import course, sandbox
+from coursekit import sandbox
 from coursekit.checks import CheckFailed, check_figures_in_outputs, load_submitted_model
 from coursekit.grading import grade_notebook
 from coursekit.nbgrader_plugin import RestoreGradedCells
@@ -31,7 +31,8 @@ from coursekit.notebooks import read_submission
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.submissions import Submission, reference_files, replace_function, write_submission
 
-from conftest import released_course
+import lab1_class
+from lab1_class import CLASS, add_tampering_cell
 from test_sandbox import notebook_with
 
 LAB = course_config.LAB1
@@ -352,9 +353,8 @@ def re_executed_probe(tmp_path_factory):
         left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
         return {"report": probe_report(notebook), "folder": folder, "left": left,
                 "outputs": [cell.get("outputs") for cell in notebook.cells],
-                "files": {name: (path.read_text() if path.exists() else None) for name, path in [
-                    ("data.txt", folder / "data.txt"), ("new.txt", folder / "new.txt"),
-                    ("gradebook.db", shared / "gradebook.db"), ("other_student.ipynb", shared / "other_student.ipynb")]}}
+                "files": {path.name: (path.read_text() if path.exists() else None) for path in [
+                    folder / "data.txt", folder / "new.txt", shared / "gradebook.db", shared / "other_student.ipynb"]}}
     finally:
         shutil.rmtree(shared)
 
@@ -488,25 +488,6 @@ def test_a_plain_model_file_loads(tiny_model_file):
 
 # Whole Lab 1 submissions through the hidden graders ----------------------------------------------------
 
-TAMPERING_CELL = '''
-import builtins, os, sys
-import IPython, keras
-import numpy as np
-# Tampering with the kernel: none of this may change a grade.
-keras.Model.evaluate = lambda self, *args, **kwargs: [0.01, 0.999]
-keras.Model.fit = lambda self, *args, **kwargs: None
-np.testing.assert_allclose = lambda *args, **kwargs: None
-builtins.AssertionError = Warning
-sys.exit = os._exit = lambda *args: None
-IPython.core.interactiveshell.InteractiveShell.showtraceback = lambda self, *args, **kwargs: None
-print("Test accuracy: 0.9990")
-
-class Tamper:
-    """A class body runs when the grader's sandbox loads the definitions: the patches reach its child only."""
-    keras.Model.evaluate = lambda self, *args, **kwargs: [0.01, 0.999]
-    np.allclose = lambda *args, **kwargs: True
-'''
-
 RELU_THAT_EXITS = '''
 def relu(x):
     import sys
@@ -518,18 +499,6 @@ def softmax(logits):
     import os
     os._exit(0)
 '''
-
-NAIVE_SOFTMAX = '''
-def softmax(logits):
-    """Overflows for large logits."""
-    e = np.exp(logits)
-    return e / e.sum(axis=-1, keepdims=True)
-'''
-
-
-def add_tampering_cell(notebook):
-    first = next(index for index, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code")
-    notebook["cells"].insert(first + 1, nbformat.v4.new_code_cell(TAMPERING_CELL))
 
 
 def hostile_edit(notebook):
@@ -568,39 +537,6 @@ def test_honest_submission_graded_after_it_gets_every_point(hostile_lab1_report,
 
 # Tampering with nbgrader's metadata, through the real `nbgrader autograde` of a class -----------------
 
-def cell_of(notebook, grade_id):
-    return next(cell for cell in notebook["cells"] if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-
-
-def metadata_edit(notebook):
-    """Metadata tricks that nbgrader's own sanitizing and HiddenGraders undo, plus kernel tampering."""
-    add_tampering_cell(notebook)
-    replace_function(notebook, "relu", "def relu(x):\n    return np.where(x > 0, x, 0.01 * x)")
-    # More points for a check (relu is wrong: those points are lost).
-    cell_of(notebook, "test_activations")["metadata"]["nbgrader"]["points"] = 100
-    # A hidden test cell deleted.
-    notebook["cells"].remove(cell_of(notebook, "test_figures"))
-
-
-def roles_edit(notebook):
-    """Metadata tricks that need RestoreGradedCells: without it nbgrader leaves the submission ungraded."""
-    replace_function(notebook, "softmax", NAIVE_SOFTMAX)
-    replace_function(notebook, "scale_images", "def scale_images(images):\n    return images / 256")
-    # A test cell turned into an answer cell that prints a pass.
-    test = cell_of(notebook, "test_softmax")
-    test["metadata"]["nbgrader"].update(solution=True, locked=False)
-    test["source"] = "print('All tests passed')"
-    # A duplicated grade id: the test cell's metadata copied onto a later cell that does nothing.
-    copy_of_test = copy.deepcopy(cell_of(notebook, "test_scale_images"))
-    copy_of_test.update(source="pass", outputs=[], id="copied-test")
-    notebook["cells"].append(copy_of_test)
-    # An invented graded cell worth 50 points.
-    bonus = copy.deepcopy(cell_of(notebook, "test_saved_model"))
-    bonus["metadata"]["nbgrader"].update(grade_id="bonus", points=50)
-    bonus.update(source="print('bonus')", id="bonus")
-    notebook["cells"].append(bonus)
-
-
 def sanitizing_restores_roles():
     """Whether nbgrader_config.py runs RestoreGradedCells when nbgrader sanitizes a submission."""
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course_config.ROOT)).load_config()
@@ -613,36 +549,18 @@ needs_restored_roles = pytest.mark.skipif(
     reason="nbgrader_config.py does not list coursekit.nbgrader_plugin.RestoreGradedCells in "
            "Autograde.sanitize_preprocessors: nbgrader then leaves such a submission ungraded")
 
-# Student -> (edit, the checks it must lose, and their messages).
-CLASS = {
-    "demo_reference": (None, {}),
-    "t_metadata": (metadata_edit, {"test_activations": "relu returned wrong values"}),
-    "t_roles": (roles_edit, {"test_softmax": "gave inf or nan", "test_scale_images": "float32"}),
-}
-
 
 @pytest.fixture(scope="module")
 def autograded_class(tmp_path_factory):
-    root = released_course(tmp_path_factory.mktemp("course"))
-    for student, (edit, _) in [*CLASS.items(), ("t_unreadable", (None, {}))]:
-        folder = root / "submitted" / student / LAB.assignment
-        write_submission(Submission(student, "", edit=edit), folder, LAB)
-        (folder / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC\n")
-    (root / "submitted" / "t_unreadable" / LAB.assignment / LAB.notebook).write_bytes(b"\x89PNG not a notebook")
-    try:
-        course.autograde(root, LAB.assignment)
-        failure = ""
-    except course.NbgraderError as error:  # nbgrader reports the submissions it could not grade, after the others
-        failure = str(error)
-    course.generate_feedback(root, LAB.assignment)
-    rows = {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
-    return root, rows, failure
+    """The Lab 1 class of tests/lab1_class.py (shared with tests/test_nbgrader_flow.py): the reference,
+    the two tampering students of CLASS and an unreadable notebook, through `nbgrader autograde`."""
+    return lab1_class.autograded_class(tmp_path_factory, [*CLASS, lab1_class.UNREADABLE])
 
 
 @pytest.mark.parametrize("student", [
     "demo_reference", "t_metadata", pytest.param("t_roles", marks=needs_restored_roles)])
 def test_class_gets_the_hidden_graders_points_whatever_the_metadata(autograded_class, student):
-    root, rows, _ = autograded_class
+    rows = autograded_class.rows()
     scores = rows[student]["scores"]
     maxima = {grade_id: maximum for grade_id, (_, maximum) in rows["demo_reference"]["scores"].items()}
     assert {grade_id: maximum for grade_id, (_, maximum) in scores.items()} == maxima  # no points added
@@ -651,12 +569,20 @@ def test_class_gets_the_hidden_graders_points_whatever_the_metadata(autograded_c
     assert lost == set(expected), rows[student]["reasons"]
     for grade_id, phrase in expected.items():
         assert phrase in rows[student]["reasons"][grade_id]
-    html = (root / "feedback" / student / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
+    html = autograded_class.feedback(student)
     for marker in ("BEGIN HIDDEN TESTS", "Hidden check", "grader_tests/test_"):
         assert marker not in html
 
 
 def test_unreadable_notebook_is_reported_and_does_not_stop_the_class(autograded_class):
-    _, rows, failure = autograded_class
-    assert "t_unreadable" in failure
-    assert sum(score or 0 for score, _ in rows.get("t_unreadable", {"scores": {}})["scores"].values()) == 0
+    assert lab1_class.UNREADABLE in autograded_class.failure
+    rows = autograded_class.rows()
+    assert {"t_metadata", "t_roles"} <= set(rows)  # graded in the same `nbgrader autograde`
+    assert sum(score or 0 for score, _ in rows.get(lab1_class.UNREADABLE, {"scores": {}})["scores"].values()) == 0
+
+
+@needs_namespaces
+def test_nbgrader_autograde_re_executes_the_notebook_in_the_sandboxed_kernel(autograded_class):
+    """What the probe cell of t_metadata printed in `nbgrader autograde`'s re-execution: PID 1 of its own
+    namespace, and neither a server on this machine's loopback nor the internet reached."""
+    assert autograded_class.probe == "re-execution probe: pid 1, reached []"
