@@ -17,10 +17,14 @@ os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="coursekit-grader
 configure_vgg16_weights()  # notebooks run by the tests load VGG16 from the kit's local copy (`make data`)
 
 
+def reference_exists(lab):
+    """Whether ``lab``'s reference run (executed notebook and model) is in reference_solution/."""
+    return all((course_config.REFERENCE_DIR / lab.assignment / name).is_file() for name in (lab.notebook, lab.model_file))
+
+
 def require_reference(lab):
     """Skip, saying why, when ``lab`` has no reference run yet (its submissions are made from it)."""
-    notebook, model = (course_config.REFERENCE_DIR / lab.assignment / name for name in (lab.notebook, lab.model_file))
-    if not (notebook.is_file() and model.is_file()):
+    if not reference_exists(lab):
         pytest.skip(f"{lab.assignment} has no reference run in reference_solution/ yet: run "
                     f"`python -m coursekit reference {lab.assignment}` (on a GPU for the CNN and VGG16 labs)")
 
