@@ -17,7 +17,7 @@ comes from the graders' report only; nothing computed in the student's kernel is
 trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
 
 A problem caused by the submission (a notebook that is not valid JSON, a kernel that
-dies, a submission that takes longer than ``course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S``)
+dies, a submission that takes longer than its lab's ``submission_timeout_s`` in course_config.py)
 is returned as ``result["problem"]``: every autograded check then scores 0 with that
 message. A failure of the worker itself (no kernel, other grading code, a protection of the
 sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
@@ -57,7 +57,7 @@ class GradingJob:
         :func:`coursekit.class_results.code_digest` on the machine that sent the job: a worker
         with other grading code refuses it instead of grading differently.
     timeout : float
-        Seconds for the whole submission (default ``course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S``).
+        Seconds for the whole submission (default: the lab's ``submission_timeout_s`` in course_config.py).
     """
 
     assignment: str
@@ -81,7 +81,8 @@ def grade_submission(job):
         notebook could not be read); ``seconds`` and ``host``.
     """
     started = time.monotonic()
-    timeout = job.timeout or course_config.CLASS_GRADING_SUBMISSION_TIMEOUT_S
+    grader_limit, submission_limit = course_config.time_limits(job.assignment)
+    timeout = job.timeout or submission_limit
     host = socket.gethostname()
     if job.code_digest and job.code_digest != code_digest(job.assignment):
         raise GradingWorkerError(
@@ -99,7 +100,7 @@ def grade_submission(job):
         notebook, result["problem"] = _read_notebook(notebook_path)
         if notebook is not None:
             report = grade_notebook(notebook_path, job.assignment,
-                                    timeout=min(course_config.GRADER_TIMEOUT_S, timeout))
+                                    timeout=min(grader_limit, timeout))
             result["report"] = report_to_dict(report)
             deadline = started + timeout
             result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host)

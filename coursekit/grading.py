@@ -63,7 +63,7 @@ def grade_notebook(notebook, assignment, timeout=None):
     -------
     GradingReport
     """
-    timeout = timeout or course_config.GRADER_TIMEOUT_S
+    timeout = timeout or course_config.time_limits(assignment)[0]
     try:
         isolation()  # decided here too, so a missing protection is logged where the instructor sees it
     except RuntimeError as error:  # course_config.SANDBOX_REQUIRE_ISOLATION and a protection is missing
