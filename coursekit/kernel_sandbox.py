@@ -100,8 +100,9 @@ def _keras_mirror():
     return mirror
 
 
-def _mirrored_file(path):
-    """Where the kernel finds ``path`` (a file named by a variable of :func:`file_variables`), or None."""
+def sandbox_readable_file(path):
+    """Where sandboxed code (a kernel, or the graders' sandbox) can read ``path``, a file of the grader's
+    such as VGG16's weights under root's home; None when there is no such file."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -127,7 +128,7 @@ def kernel_environment(env, home):
                 IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
     for name in file_variables():
         if env.get(name):
-            mirrored = _mirrored_file(env[name])
+            mirrored = sandbox_readable_file(env[name])
             kept[name] = str(mirrored) if mirrored else env[name]  # e.g. "imagenet": not a file
     return kept
 

@@ -18,6 +18,7 @@ from coursekit.checks import (
     load_submitted_model, model_from_config, output_activation, value_of,
 )
 from coursekit.data import vgg16_weights_file
+from coursekit.kernel_sandbox import sandbox_readable_file
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.vgg16 import (
     IMAGENET_BGR_MEAN, check_head_retraining, expect_vgg16_base, first_difference, imagenet_base,
@@ -52,7 +53,8 @@ def _calls(weights):
 @pytest.fixture(scope="session")
 def student(notebook_path):
     """Results of all calls of the student's functions, made once in the sandbox."""
-    return run_student_functions(notebook_path, _calls(str(vgg16_weights_file())))
+    weights = sandbox_readable_file(vgg16_weights_file())  # the kit's copy may sit in root's home
+    return run_student_functions(notebook_path, _calls(str(weights)))
 
 
 @functools.lru_cache(maxsize=1)
