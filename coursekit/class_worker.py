@@ -5,7 +5,7 @@ nothing else:
 
 1. the hidden graders score the submitted files (:func:`coursekit.grading.grade_notebook`,
    in their own process, with the student's functions in a sandbox);
-2. the notebook is re-run in quick mode with nbgrader's own ``Execute`` preprocessor
+2. at the same time, the notebook is re-run in quick mode with nbgrader's own ``Execute`` preprocessor
    (``NBGRADER_EXECUTION`` set, the same cell time limit as ``nbgrader_config.py``), in a
    kernel isolated like the sandbox (:class:`coursekit.kernel_sandbox.SandboxedExecute`),
    so that the autograded notebook and the feedback show its outputs.
@@ -27,6 +27,7 @@ sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
 import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +100,14 @@ def grade_submission(job):
         notebook_path = folder / job.notebook
         notebook, result["problem"] = _read_notebook(notebook_path)
         if notebook is not None:
-            report = grade_notebook(notebook_path, job.assignment,
-                                    timeout=min(grader_limit, timeout))
-            result["report"] = report_to_dict(report)
             deadline = started + timeout
-            result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host)
+            # The graders and the quick-mode re-run are separate processes that share nothing (the
+            # re-run works in a scratch copy of the folder), so they run side by side.
+            with ThreadPoolExecutor(max_workers=1) as side:
+                graders = side.submit(grade_notebook, notebook_path, job.assignment,
+                                      timeout=min(grader_limit, timeout))
+                result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host)
+                result["report"] = report_to_dict(graders.result())
             if not result["problem"] and time.monotonic() > deadline:
                 result["problem"] = (f"Grading your submission took longer than {timeout:.0f} s, the limit per "
                                      "submission. Make sure the notebook trains only briefly when "
