@@ -3,9 +3,11 @@
 #   make test   the kit's test suite
 # Both are safe to run again.
 
-# The Python that creates the environment (found before PATH points into .venv).
+# The Python that creates the environment (found before PATH points into .venv). The system's
+# comes first: the sandbox's unprivileged user (course_config.SANDBOX_USER) must be able to run
+# it, and cannot where Python lives in root's home (pyenv). Override with make PYTHON=...
 ifndef PYTHON
-PYTHON := $(shell command -v python3.11 || command -v python3)
+PYTHON := $(shell for p in /usr/bin/python3.11 /usr/bin/python3; do [ -x $$p ] && echo $$p && exit 0; done; 	command -v python3.11 || command -v python3)
 endif
 VENV := .venv
 PY := $(VENV)/bin/python
