@@ -116,26 +116,27 @@ def input_shape(model):
 
 def layer_classes(model):
     """Class names of a model's layers, nested models flattened."""
-    return [type(layer).__name__ for layer in _leaf_layers(model)]
+    return [type(layer).__name__ for layer in leaf_layers(model)]
 
 
-def _leaf_layers(model):
+def leaf_layers(model):
+    """The model's layers, nested models (e.g. a pretrained base) replaced by their own layers."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 
 
 def dropout_rates(model):
     """Rates of the model's dropout-type layers (0 for those without a rate)."""
-    return [float(getattr(layer, "rate", 0.0) or 0.0) for layer in _leaf_layers(model)
+    return [float(getattr(layer, "rate", 0.0) or 0.0) for layer in leaf_layers(model)
             if type(layer).__name__ in DROPOUT_LAYERS]
 
 
 def dense_layers(model):
     """The model's Dense layers in order, nested models flattened."""
-    return [layer for layer in _leaf_layers(model) if type(layer).__name__ == "Dense"]
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ == "Dense"]
 
 
 def output_activation(model):
@@ -158,7 +159,8 @@ def accuracy(model, images, labels, batch_size=512):
     return float(accuracy_score(labels, probabilities.argmax(axis=-1)))
 
 
-def _balanced_subset(labels, size, seed):
+def balanced_subset(labels, size, seed):
+    """Indices of ``size`` examples, the same number from each class, drawn with ``seed``."""
     rng = np.random.default_rng(seed)
     per_class = size // len(np.unique(labels))
     return np.concatenate([rng.choice(np.flatnonzero(labels == label), per_class, replace=False)
@@ -220,7 +222,7 @@ def brief_retraining(model, data, settings, seed=None):
     model = keras.models.clone_model(model)  # fresh weights drawn under the grader's seed
     model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    subset = _balanced_subset(y_train, settings.retrain_train_size, seed)
+    subset = balanced_subset(y_train, settings.retrain_train_size, seed)
     model.fit(x_train[subset].astype("float32"), y_train[subset], epochs=settings.retrain_epochs,
               batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
     return accuracy(model, x_test.astype("float32"), y_test)
@@ -234,12 +236,12 @@ POOLING_LAYERS = frozenset({"MaxPooling2D", "AveragePooling2D"})
 
 def conv_layers(model):
     """The model's 2-D convolution layers in order, nested models flattened."""
-    return [layer for layer in _leaf_layers(model) if type(layer).__name__ in CONV_LAYERS]
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ in CONV_LAYERS]
 
 
 def downsampling_layers(model):
     """Layers that shrink the feature maps: local pooling, or convolutions with a stride above 1."""
-    return [layer for layer in _leaf_layers(model)
+    return [layer for layer in leaf_layers(model)
             if type(layer).__name__ in POOLING_LAYERS
             or (type(layer).__name__ in CONV_LAYERS and max(getattr(layer, "strides", (1,))) > 1)]
 

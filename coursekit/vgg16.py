@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from coursekit.checks import _leaf_layers, accuracy, expect, remembered
+from coursekit.checks import accuracy, expect, leaf_layers, remembered
 
 # Filters of VGG16's 13 convolutional layers, in order (blocks of 2, 2, 3, 3, 3).
 VGG16_CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -37,7 +37,7 @@ def imagenet_conv_weights():
 
 def vgg16_conv_layers(model):
     """The Conv2D layers of the model, nested models flattened (13 for a VGG16 base)."""
-    return [layer for layer in _leaf_layers(model) if type(layer).__name__ == "Conv2D"]
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ == "Conv2D"]
 
 
 def expect_vgg16_base(model, what):
@@ -87,15 +87,15 @@ def head_features(data, settings):
     Features are the ImageNet base's outputs on zero-padded images, computed once and kept
     in the grader's cache folder (they depend only on the data, the weights and the settings).
     """
-    from coursekit.checks import _balanced_subset
+    from coursekit.checks import balanced_subset
 
     (x_train, y_train), (x_test, y_test) = data
     path = _features_file(settings, (len(x_train), len(x_test)))
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             return tuple(stored[key] for key in ("train", "train_labels", "test", "test_labels"))
-    train = _balanced_subset(y_train, settings.retrain_train_size, settings.retrain_seed)
-    test = _balanced_subset(y_test, settings.retrain_test_size, settings.retrain_seed)
+    train = balanced_subset(y_train, settings.retrain_train_size, settings.retrain_seed)
+    test = balanced_subset(y_test, settings.retrain_test_size, settings.retrain_seed)
     base, size = imagenet_base(settings.feature_image_size), settings.feature_image_size
     arrays = {"train": base.predict(preprocessed(x_train[train], size), batch_size=256, verbose=0),
               "train_labels": y_train[train],
