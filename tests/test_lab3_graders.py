@@ -11,6 +11,7 @@ import pytest
 
 import course_config
 from conftest import reference_exists
+from coursekit.data import WeightsNotFoundError, ensure_vgg16_weights
 from coursekit.grading import grade_notebook
 from coursekit.reference import solution_notebook
 from coursekit.submissions import LAB3_SUBMISSIONS, _several
@@ -19,7 +20,21 @@ LAB3 = course_config.LAB3
 NEEDS_NO_MODEL = {"test_architecture", "test_imagenet_weights", "test_head_retraining", "test_fine_tuning_plot"}
 FLAWS = {s.student: s for s in LAB3_SUBMISSIONS}
 
-pytestmark = pytest.mark.skipif(reference_exists(LAB3), reason="tests/test_graders.py grades Lab 3's submissions")
+
+
+def _local_weights_missing():
+    try:
+        ensure_vgg16_weights()
+    except WeightsNotFoundError:
+        return True
+    return False
+
+
+pytestmark = [
+    pytest.mark.skipif(reference_exists(LAB3), reason="tests/test_graders.py grades Lab 3's submissions"),
+    pytest.mark.skipif(_local_weights_missing(), reason="no local copy of VGG16's ImageNet weights "
+                       "(course_config.VGG16_WEIGHTS_SOURCES, or $VGG16_WEIGHTS): the graders never download"),
+]
 
 
 def _graded(folder, edit=None):
