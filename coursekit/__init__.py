@@ -2,17 +2,19 @@
 
 Modules, one concern each:
 
-- ``data``: Fashion-MNIST without internet (Keras cache filled from local files).
+- ``data``: Fashion-MNIST and VGG16's ImageNet weights without internet (Keras's caches filled
+  from local files).
 - ``notebooks``: reads a submitted notebook safely, or says why it cannot be graded.
 - ``sandbox`` (with ``_sandbox_child``, the script it starts): runs a student's functions in a
   separate, limited process; only data comes back.
 - ``kernel_sandbox``: nbgrader's re-execution of a notebook, in a kernel isolated like the sandbox.
 - ``checks``: helpers for writing hidden checks (``expect``, model and figure inspection).
+- ``vgg16``: VGG16 as Lab 3's graders see it (the ImageNet base from the local file, its features).
 - ``pytest_plugin``: turns the hidden pytest graders into a per-check report.
 - ``grading``: grades one notebook by running the hidden graders in a subprocess.
 - ``nbgrader_plugin``: puts those results into nbgrader's autograde, so the gradebook has them.
 - ``course``: the instructor's nbgrader flow (release, autograde, feedback, export), step by step.
-- ``class_worker``: grades one submission from its files (graders, then the quick-mode re-run).
+- ``class_worker``: grades one submission from its files (graders and quick-mode re-run side by side).
 - ``class_results``: class grading's stored results, keyed by a fingerprint, for resuming.
 - ``gradebook_writer``: records stored results with nbgrader (the one gradebook writer).
 - ``classgrading``: ``grade-class``, a whole class with parallel workers or on Dask.
