@@ -35,10 +35,14 @@ class DatasetNotFoundError(FileNotFoundError):
     """Fashion-MNIST is neither in Keras's cache nor in any local source folder."""
 
 
+def keras_home():
+    """Keras's own folder: ``$KERAS_HOME``, default ``~/.keras``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
 def keras_cache_dir():
     """Folder where ``keras.datasets.fashion_mnist.load_data()`` looks for the files."""
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(keras_home) / "datasets" / "fashion-mnist"
+    return keras_home() / "datasets" / "fashion-mnist"
 
 
 def _missing(folder):
@@ -124,8 +128,7 @@ def vgg16_weights_cache_file():
     """Where ``make data`` keeps the local copy of VGG16's weights: next to Keras's own downloads."""
     import course_config
 
-    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(keras_home) / "models" / course_config.VGG16_WEIGHTS_FILE_NAME
+    return keras_home() / "models" / course_config.VGG16_WEIGHTS_FILE_NAME
 
 
 def _sha256(path):

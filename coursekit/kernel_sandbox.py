@@ -42,6 +42,7 @@ from nbgrader.preprocessors import Execute
 
 import course_config
 from coursekit import sandbox
+from coursekit.data import keras_home
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,6 @@ KEPT_PREFIXES = ("JPY_", "NBGRADER_")
 def file_variables():
     """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
     return (getattr(course_config, "VGG16_WEIGHTS_ENV", "VGG16_WEIGHTS"),)
-
-
-def _grader_keras_home():
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
 def _readable_copy(source, target):
@@ -87,7 +84,7 @@ def _keras_mirror():
     kernel's user, in a folder of the scratch parent (which others cannot list)."""
     mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=sandbox._scratch_parent()))
     os.chmod(mirror, 0o755)
-    home = _grader_keras_home()
+    home = keras_home()
     for part in ("datasets", "models"):
         (mirror / part).mkdir()
         os.chmod(mirror / part, 0o755)
@@ -108,7 +105,7 @@ def sandbox_readable_file(path):
         return None
     mirror = _keras_mirror()
     try:
-        inside = path.resolve().relative_to(_grader_keras_home().resolve())
+        inside = path.resolve().relative_to(keras_home().resolve())
         if inside.parts and inside.parts[0] in ("datasets", "models"):
             return mirror / inside
     except ValueError:
