@@ -59,6 +59,16 @@ SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (th
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
 NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
 
+# The submitted model must be the student's own honest work (coursekit.checks.check_saved_model). Its
+# accuracy on training images the grader draws is compared with its test accuracy: a model trained on
+# the test set (or memorising it) does better on the test images than on training images it was
+# trained on. Fails when test accuracy exceeds training accuracy by more than this (or by four standard
+# errors of the difference, where that is more: coursekit.saved_model.test_above_train_margin); flagged
+# for the instructor, points kept, when test accuracy comes within SAVED_MODEL_LEVEL_FLAG of it. The
+# reference models' gaps (training minus test accuracy) are in README.md (Grading: the saved model).
+SAVED_MODEL_TEST_ABOVE_TRAIN_MAX = 0.02
+SAVED_MODEL_LEVEL_FLAG = 0.005
+
 # The graders remember the scores they compute themselves (brief retraining of an architecture,
 # evaluation of a model file), keyed by a hash of what was scored, so an unchanged model is not
 # retrained when a class is regraded. Only the grader's process writes here; delete it to start afresh.
@@ -88,6 +98,10 @@ class LabSettings:
     # (graders plus nbgrader's quick-mode re-run).
     grader_timeout_s: int = GRADER_TIMEOUT_S
     submission_timeout_s: int = CLASS_GRADING_SUBMISSION_TIMEOUT_S
+    # Opening the submitted model in the sandbox and predicting the test images and the training
+    # images drawn for the comparison above (coursekit.model_files.run_model_file).
+    model_timeout_s: int = 180
+    saved_model_train_images: int = 5_000
 
     # The grader's brief retraining of the student's architecture (coursekit.checks.brief_retraining).
     retrain_train_size: int = 10_000
@@ -171,6 +185,8 @@ class TransferLabSettings(LabSettings):
     # through the saved model); with the features cached, 33-248 s at load 3-4 (issue 4's note).
     grader_timeout_s: int = 1200
     submission_timeout_s: int = 1800
+    model_timeout_s: int = 900
+    saved_model_train_images: int = 2_000
 
     # The submitted fine-tuned model on the 10,000 test images: from the reference runs, never below 0.92.
     # No reference run yet (it needs a GPU; README.md), so this is the floor. Set it from the runs.

@@ -40,6 +40,7 @@ from coursekit.notebooks import NotebookProblem, read_submission
 log = logging.getLogger(__name__)
 
 CHILD_SCRIPT = Path(__file__).with_name("_sandbox_child.py")
+MODEL_CHILD_SCRIPT = Path(__file__).with_name("_model_child.py")
 RETURN_KINDS = ("array", "arrays", "model", "model_weights", "figure", "none")
 
 
@@ -436,12 +437,12 @@ def _run_once(notebook_text, calls, timeout, total_timeout, call_timeout, limits
     return results, problems, running, stopped
 
 
-def _run_child(workdir, timeout, total_timeout, limits, where):
-    """Run the child; return '' if it ended normally, else why it was stopped."""
+def _run_child(workdir, timeout, total_timeout, limits, where, script=CHILD_SCRIPT):
+    """Run the child ``script``; return '' if it ended normally, else why it was stopped."""
     memory_mb, max_processes = limits
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: its size is bounded by RLIMIT_FSIZE
         process = subprocess.Popen(
-            [*where.prefix, sys.executable, "-I", str(CHILD_SCRIPT), str(workdir)],
+            [*where.prefix, sys.executable, "-I", str(script), str(workdir)],
             cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=stderr,
             start_new_session=True, preexec_fn=_limit_resources(memory_mb, max_processes, where.drops_privileges),
@@ -461,3 +462,61 @@ def _run_child(workdir, timeout, total_timeout, limits, where):
     if process.returncode != 0:
         return f"the sandbox process failed ({last[0][:300]})"
     return ""
+
+
+# Submitted model files ----------------------------------------------------------------------------
+
+def run_model_child(content, images, weights_of, timeout, memory_mb=None):
+    """Open a submitted model file (``content``, bytes) in a sandbox child and predict ``images``.
+
+    The child (``coursekit/_model_child.py``) runs isolated like the one for student
+    functions and sends back data only. Returns ``{"predictions": {name: array},
+    "weights": {layer name: tuple of arrays}}``, or ``{"error": why}`` for the student.
+    See :mod:`coursekit.model_files`, which checks the file before it comes here.
+    """
+    where = isolation()
+    limits = (memory_mb or course_config.SANDBOX_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES)
+    count = sum(len(array) for array in images.values())
+    workdir = Path(tempfile.mkdtemp(prefix="model-", dir=_scratch_parent()))
+    try:
+        (workdir / "model.keras").write_bytes(content)
+        np.savez(workdir / "inputs.npz", **images)
+        (workdir / "request.json").write_text(json.dumps({"weights_of": list(weights_of)}), encoding="utf-8")
+        if where.drops_privileges:
+            os.chown(workdir, where.uid, where.gid)
+        stopped = _run_child(workdir, timeout, timeout, limits, where, script=MODEL_CHILD_SCRIPT)
+        if stopped.startswith("the sandbox reached its time limit"):
+            return {"error": f"loading it and predicting {count:,} images took longer than {timeout:.0f} s, the "
+                             "grader's limit for a saved model. Submit the model the notebook trained and saved "
+                             "(model.save): it predicts these images in seconds."}
+        if stopped:
+            return {"error": f"{stopped}."}
+        return _read_model_outputs(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _read_model_outputs(workdir):
+    result_path, out_path = workdir / "result.json", workdir / "out.npz"
+    if not _regular_file(result_path) or result_path.stat().st_size > 100_000:
+        return {"error": "the sandbox that opens model files wrote no result (was it killed?)."}
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        if not result.get("ok"):
+            return {"error": str(result.get("error") or "the model could not be opened")[:600] + "."}
+        if not _regular_file(out_path) or not _Budget().take(_npz_size(out_path)):
+            return {"error": f"its outputs are larger than the grader accepts ({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
+        with np.load(out_path, allow_pickle=False) as data:
+            stored = {key: data[key] for key in data.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        return {"error": f"its outputs could not be read back ({type(error).__name__})."}
+    predictions = {key.removeprefix("predict__"): value for key, value in stored.items()
+                   if key.startswith("predict__")}
+    weights = {}
+    for index, name in enumerate(result.get("weight_layers") or []):
+        arrays, slot = [], 0
+        while f"weights__{index}__{slot}" in stored:
+            arrays.append(stored[f"weights__{index}__{slot}"])
+            slot += 1
+        weights[str(name)] = tuple(arrays)
+    return {"predictions": predictions, "weights": weights}
