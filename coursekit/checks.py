@@ -36,6 +36,22 @@ def expect(condition, message):
         raise CheckFailed(message)
 
 
+# Notes for the instructor's review from this grading run: the student keeps the points (the pytest
+# plugin writes them into the report, class grading lists them).
+INSTRUCTOR_FLAGS = []
+
+
+def flag_for_instructor(message):
+    """Note something suggestive but not certain (e.g. a test accuracy level with the training accuracy)."""
+    if message not in INSTRUCTOR_FLAGS:
+        INSTRUCTOR_FLAGS.append(message)
+
+
+def lower_first(text):
+    """``text`` with its first letter in lower case, for a subject in mid-sentence."""
+    return text[:1].lower() + text[1:]
+
+
 def value_of(result):
     """The value a sandboxed call returned, or fail the check with the call's error."""
     expect(result.ok, result.error)
@@ -64,48 +80,6 @@ def model_from_config(model_json):
             "The model your build function returns could not be rebuilt from its configuration "
             f"({type(error).__name__}: {str(error)[:200]}). Use only Keras's built-in layers: "
             "no Lambda or custom layer classes."
-        ) from None
-
-
-def load_submitted_model(path):
-    """Load a submitted ``.keras`` file in safe mode, without its optimizer.
-
-    Before Keras sees it, the file must be a zip archive (what ``model.save("x.keras")``
-    writes) whose unpacked size is within ``course_config.SUBMITTED_MODEL_MAX_MB``; safe
-    mode then refuses Lambda layers and classes Keras does not know, so loading runs
-    no code from the file.
-    """
-    import zipfile
-
-    import keras
-
-    import course_config
-
-    name = os.path.basename(path)
-    expect(os.path.isfile(path), f"The saved model file {name} is missing from the "
-                                 "submission. Run the notebook's save cell and submit the file with it.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            unpacked = sum(member.file_size for member in archive.infolist())
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise CheckFailed(
-            f"{name} is not a complete Keras model file: a .keras file is a zip archive, and this one is "
-            "damaged, cut short or something else (e.g. an .h5 file renamed). Save the model with "
-            "model.save(MODEL_PATH) and submit the file it writes.") from None
-    limit = course_config.SUBMITTED_MODEL_MAX_MB
-    expect(unpacked <= limit * 1024 * 1024,
-           f"{name} unpacks to {unpacked / 2**20:.0f} MB; the grader accepts at most {limit} MB. "
-           "Submit the model saved by model.save(MODEL_PATH), without extra files.")
-    expect("config.json" in names, f"{name} holds no model configuration (config.json): it is not a file "
-                                   "written by model.save(MODEL_PATH).")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:
-        raise CheckFailed(
-            f"{name} could not be loaded as a Keras model in safe mode "
-            f"({type(error).__name__}: {str(error)[:200]}). Save it with model.save(MODEL_PATH) "
-            "and use only Keras's built-in layers: no Lambda or custom layer classes."
         ) from None
 
 
@@ -173,14 +147,17 @@ def remembered(kind, content, compute):
     The graders use it for the scores they compute themselves (never for anything a
     student's code produced): the key is a hash of ``content`` (bytes or text, e.g. a
     model's configuration with the grading recipe, or a model file), of this module's
-    source and of the Keras version, so a change of recipe or code makes a new entry.
+    source, of the source of the module that defines ``compute`` and of the Keras version, so a
+    change of recipe or code makes a new entry.
     """
     import keras
 
     import course_config
 
     digest = hashlib.sha256()
-    for part in (kind, keras.__version__, open(__file__, "rb").read(), content):
+    caller = getattr(getattr(compute, "__code__", None), "co_filename", __file__)
+    sources = [open(path, "rb").read() for path in sorted({__file__, caller}) if os.path.isfile(path)]
+    for part in (kind, keras.__version__, *sources, content):
         digest.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
     path = course_config.GRADER_CACHE_DIR / kind / f"{digest.hexdigest()}.json"
     if path.is_file():
@@ -197,14 +174,6 @@ def retraining_score(model, data, settings):
     """:func:`brief_retraining` of ``model``'s architecture, remembered per architecture and recipe."""
     return remembered("retraining", model.to_json() + repr(settings),
                       lambda: brief_retraining(model, data, settings))
-
-
-def saved_model_score(path, model, data):
-    """Test accuracy of the loaded model file ``path`` (``model``), remembered per file content."""
-    _, (x_test, y_test) = data
-    with open(path, "rb") as handle:
-        content = handle.read()
-    return remembered("saved_model", content, lambda: accuracy(model, x_test.astype("float32"), y_test))
 
 
 def brief_retraining(model, data, settings, seed=None):
@@ -313,15 +282,3 @@ def check_retraining(model, data, settings):
            f"{settings.retrain_batch_size}); it reached {score:.3f} test accuracy, below the bar of "
            f"{settings.retrain_min_accuracy:.3f}. Check that every layer can learn (trainable weights, "
            "sensible activations and initialisation).")
-
-
-def check_saved_model(folder, data, settings):
-    """The submitted model file loads in safe mode, takes raw images and reaches the lab's bar."""
-    path = folder / settings.model_file
-    model = load_submitted_model(path)
-    shape = input_shape(model)
-    expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
-    score = saved_model_score(path, model, data)
-    expect(score >= settings.saved_model_min_accuracy,
-           f"Your saved model reached {score:.4f} accuracy on the 10,000 test images (raw pixels 0-255); "
-           f"the course bar is {settings.saved_model_min_accuracy:.3f}.")

@@ -84,7 +84,7 @@ def find_submissions(root, assignment):
 
 def report_to_dict(report):
     """A :class:`~coursekit.grading.GradingReport` as JSON-able data."""
-    return {"problem": report.problem,
+    return {"problem": report.problem, "flags": list(report.flags),
             "checks": {grade_id: {"passed": result.passed, "message": result.message}
                        for grade_id, result in report.checks.items()}}
 
@@ -93,7 +93,7 @@ def report_from_dict(data):
     """The :class:`~coursekit.grading.GradingReport` that :func:`report_to_dict` wrote."""
     checks = {grade_id: CheckResult(grade_id, bool(entry["passed"]), entry["message"])
               for grade_id, entry in data.get("checks", {}).items()}
-    return GradingReport(checks, data.get("problem", ""))
+    return GradingReport(checks, data.get("problem", ""), list(data.get("flags", [])))
 
 
 def result_report(result):
@@ -132,6 +132,15 @@ class ResultStore:
         """Write ``result`` atomically (a temporary file, then a rename): never half a file."""
         self._write(self.path(result["assignment"], result["student"]), json.dumps(result))
 
+    def results(self, assignment):
+        """Every stored result of ``assignment``, by student."""
+        found = {}
+        for path in sorted((self.folder / assignment).glob("*.json")):
+            result = self.load(assignment, path.stem)
+            if result is not None:
+                found[path.stem] = result
+        return found
+
     def is_recorded(self, result):
         """Whether ``result`` (this fingerprint) is already in nbgrader's gradebook."""
         marker = self.path(result["assignment"], result["student"], ".recorded")
@@ -146,3 +155,14 @@ class ResultStore:
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
+
+
+def identical_model_files(results):
+    """``{student: [other students]}`` for submissions whose model files are byte for byte the same."""
+    by_digest = {}
+    for student, result in results.items():
+        digest = result.get("model_sha256")
+        if digest:
+            by_digest.setdefault(digest, []).append(student)
+    return {student: [other for other in group if other != student]
+            for group in by_digest.values() if len(group) > 1 for student in group}

@@ -90,7 +90,8 @@ def grade_submission(job):
             f"The grading code on worker {host} differs from the code of the machine that sent the work "
             "(grader_tests/, coursekit/, course_config.py): install the same version of the kit on every worker.")
     result = {"assignment": job.assignment, "student": job.student, "problem": "",
-              "report": {"problem": "", "checks": {}}, "executed_notebook": None, "host": host}
+              "report": {"problem": "", "checks": {}, "flags": []}, "executed_notebook": None, "host": host,
+              "model_sha256": model_file_digest(job)}
     with tempfile.TemporaryDirectory(prefix="coursekit-class-") as scratch:
         folder = Path(scratch) / "submission"
         for name, content in job.files.items():
@@ -115,6 +116,15 @@ def grade_submission(job):
             result["executed_notebook"] = notebook
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def model_file_digest(job):
+    """sha256 of the submitted model file ("" when there is none): identical files are flagged."""
+    import hashlib
+
+    name = course_config.lab_settings(job.assignment).model_file
+    content = job.files.get(name)
+    return hashlib.sha256(content).hexdigest() if content is not None else ""
 
 
 def _read_notebook(path):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.class_results import ResultStore, code_digest, find_submissions
+from coursekit.class_results import ResultStore, code_digest, find_submissions, identical_model_files
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.gradebook_writer import GradebookError, GradebookWriter
 
@@ -43,6 +43,7 @@ class ClassGradingSummary:
     unchanged: int = 0                               # already graded and recorded, with the same content
     problems: dict = field(default_factory=dict)     # graded, but the submission had a problem (scores 0)
     failures: dict = field(default_factory=dict)     # not graded or not recorded: tried again next run
+    flags: dict = field(default_factory=dict)        # notes for the instructor's review (points kept)
     interrupted: bool = False
     grades_csv: Path = None
 
@@ -52,6 +53,7 @@ class ClassGradingSummary:
                  f"{self.unchanged} unchanged."]
         lines += [f"  problem  {a}/{s}: {why}" for (a, s), why in sorted(self.problems.items())]
         lines += [f"  FAILED   {a}/{s}: {why}" for (a, s), why in sorted(self.failures.items())]
+        lines += [f"  review   {a}/{s}: {note}" for (a, s), notes in sorted(self.flags.items()) for note in notes]
         if self.interrupted:
             lines.append("Interrupted: every finished result is saved; run the same command again to "
                          "grade the rest.")
@@ -105,9 +107,23 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
     if todo:
         _grade_all(todo, grade, workers or course_config.CLASS_GRADING_WORKERS, scheduler,
                    store, writer, summary, progress)
+    for assignment in _assignments(writer, root, assignments):
+        _collect_flags(store, assignment, summary)
     if not summary.interrupted:
         summary.grades_csv = writer.export_grades()
     return summary
+
+
+def _collect_flags(store, assignment, summary):
+    """The graders' notes for review, and identical model files, over every stored result."""
+    results = store.results(assignment)
+    for student, result in results.items():
+        notes = list((result.get("report") or {}).get("flags") or [])
+        if notes:
+            summary.flags[(assignment, student)] = notes
+    for student, others in identical_model_files(results).items():
+        summary.flags.setdefault((assignment, student), []).append(
+            f"its model file is byte for byte the same as that of {', '.join(sorted(others))}")
 
 
 def _assignments(writer, root, requested):

@@ -60,6 +60,8 @@ def _grade(args):
         return 2
     for result in report.checks.values():
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.grade_id}  {result.message}")
+    for note in report.flags:
+        print(f"REVIEW  {note}")
     return 0 if all(result.passed for result in report.checks.values()) else 1
 
 

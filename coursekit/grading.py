@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
@@ -30,10 +30,14 @@ class CheckResult:
 
 @dataclass
 class GradingReport:
-    """All checks of one notebook; ``problem`` says why grading itself failed, if it did."""
+    """All checks of one notebook; ``problem`` says why grading itself failed, if it did.
+
+    ``flags`` are notes for the instructor's review (suggestive evidence, points kept).
+    """
 
     checks: dict
     problem: str = ""
+    flags: list = field(default_factory=list)
 
     def result_for(self, grade_id):
         """The result for ``grade_id``; a failed one with an explanation if there is none."""
@@ -96,4 +100,5 @@ def grade_notebook(notebook, assignment, timeout=None):
         grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
         for grade_id, entry in data.get("checks", {}).items()
     }
-    return GradingReport(checks)
+    flags = [_shorten(str(flag)) for flag in data.get("flags", []) if isinstance(flag, str)]
+    return GradingReport(checks, flags=flags)

@@ -11,11 +11,12 @@ import pytest
 
 from course_config import LAB1
 from coursekit.checks import (
-    DENSE_TYPE_LAYERS, check_figures_in_outputs, check_history_panel, check_retraining, check_saved_model, close,
-    dense_layers, dropout_rates, expect, input_shape, layer_classes, model_from_config,
+    DENSE_TYPE_LAYERS, check_figures_in_outputs, check_history_panel, check_retraining, close,
+    dense_layers, dropout_rates, expect, input_shape, layer_classes, lower_first, model_from_config,
     output_activation, value_of,
 )
 from coursekit.sandbox import Call, run_student_functions
+from coursekit.saved_model import check_saved_model, evaluate_saved_model
 
 RNG = np.random.default_rng(20261123)
 
@@ -159,12 +160,37 @@ def test_softmax_batch(student):
 
 
 # Architecture ---------------------------------------------------------------------------
+# One set of rules for the model the build function returns and for the saved, trained model.
+
+def rule_dense_type_layers(model, subject="The model"):
+    others = sorted(set(layer_classes(model)) - DENSE_TYPE_LAYERS)
+    expect(not others, f"This lab is about dense networks, but {lower_first(subject)} contains {', '.join(others)}. "
+                       "Use Dense, Dropout, BatchNormalization, activation and preprocessing layers only.")
+
+
+def rule_depth_and_budget(model, subject="The model"):
+    denses = dense_layers(model)
+    expect(denses, f"{subject} has no Dense layer.")
+    hidden = len(denses) - 1
+    expect(hidden >= LAB1.min_hidden_layers,
+           f"{subject} should have at least {LAB1.min_hidden_layers} hidden Dense layers; it has {hidden}.")
+    expect(denses[-1].units == LAB1.num_classes,
+           f"{subject} should end in Dense({LAB1.num_classes}), one output per class; found Dense({denses[-1].units}).")
+    params = model.count_params()
+    expect(params <= LAB1.max_params, f"{subject} has {params:,} parameters; the budget is {LAB1.max_params:,}.")
+
+
+def architecture_rules(model, subject="The model"):
+    """The rules the build function's model and the saved, trained model both obey: layer kinds, depth,
+    outputs, parameter budget. (Dropout and the softmax output are asked of the build function only:
+    dropout does nothing at inference, and a saved model may output logits.)"""
+    rule_dense_type_layers(model, subject)
+    rule_depth_and_budget(model, subject)
+
 
 @pytest.mark.grade_id("test_architecture")
 def test_only_dense_type_layers(student_model):
-    others = sorted(set(layer_classes(student_model)) - DENSE_TYPE_LAYERS)
-    expect(not others, f"This lab is about dense networks, but the model contains {', '.join(others)}. "
-                       "Use Dense, Dropout, BatchNormalization, activation and preprocessing layers only.")
+    rule_dense_type_layers(student_model)
 
 
 @pytest.mark.grade_id("test_architecture")
@@ -175,18 +201,12 @@ def test_input_takes_raw_images(student_model):
 
 @pytest.mark.grade_id("test_architecture")
 def test_depth_dropout_and_output(student_model):
-    denses = dense_layers(student_model)
-    expect(denses, "The model has no Dense layer.")
-    hidden = len(denses) - 1
-    expect(hidden >= LAB1.min_hidden_layers,
-           f"The default model should have at least {LAB1.min_hidden_layers} hidden Dense layers; it has {hidden}.")
+    rule_depth_and_budget(student_model)
     expect(any(rate > 0 for rate in dropout_rates(student_model)),
            "No Dropout layer with a rate above 0 found: the default model should use dropout against overfitting.")
-    expect(denses[-1].units == LAB1.num_classes and output_activation(student_model) == "softmax",
-           f"The output should be Dense({LAB1.num_classes}, activation='softmax'); found Dense({denses[-1].units}) "
-           f"with activation '{output_activation(student_model)}'.")
-    params = student_model.count_params()
-    expect(params <= LAB1.max_params, f"The model has {params:,} parameters; the budget is {LAB1.max_params:,}.")
+    expect(output_activation(student_model) == "softmax",
+           f"The output should be Dense({LAB1.num_classes}, activation='softmax'); found activation "
+           f"'{output_activation(student_model)}'.")
 
 
 @pytest.mark.grade_id("test_architecture")
@@ -231,5 +251,8 @@ def test_required_figures_in_outputs(notebook_path):
 # The submitted, fully trained model -------------------------------------------------------------
 
 @pytest.mark.grade_id("test_saved_model")
-def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
-    check_saved_model(submission_dir, fashion_mnist, LAB1)
+def test_saved_model_is_honest_work_that_reaches_the_bar(submission_dir, fashion_mnist, student):
+    saved = evaluate_saved_model(submission_dir / LAB1.model_file, fashion_mnist, LAB1)
+    built = [model_from_config(student[name].value["json"]) for name in ("build_dense_model", "build_custom")
+             if student[name].ok]
+    check_saved_model(saved, LAB1, architecture_rules, built, "build_dense_model")

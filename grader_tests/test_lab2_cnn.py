@@ -11,11 +11,12 @@ import pytest
 
 from course_config import LAB2
 from coursekit.checks import (
-    check_figures_in_outputs, check_history_panel, check_retraining, check_saved_model, close, conv_layers,
+    check_figures_in_outputs, check_history_panel, check_retraining, close, conv_layers,
     dense_layers, downsampling_layers, expect, input_shape, layer_classes,
     model_from_config, output_activation, value_of,
 )
 from coursekit.sandbox import Call, run_student_functions
+from coursekit.saved_model import check_saved_model, evaluate_saved_model
 
 RNG = np.random.default_rng(20261124)
 
@@ -131,16 +132,37 @@ def test_conv_params(student, index):
 
 
 # Architecture ---------------------------------------------------------------------------
+# One set of rules for the model the build function returns and for the saved, trained model.
+
+def rule_convolutions_and_downsampling(model, subject="The model"):
+    convs = conv_layers(model)
+    expect(len(convs) >= LAB2.min_conv_layers,
+           f"{subject} should have at least {LAB2.min_conv_layers} convolutional layers (Conv2D); it has "
+           f"{len(convs)}. This lab is about convolutional networks.")
+    expect(downsampling_layers(model),
+           f"{subject} never downsamples its feature maps: add pooling (MaxPooling2D or AveragePooling2D) or a "
+           "convolution with strides=2 between convolutional blocks.")
+
+
+def rule_outputs_and_budget(model, subject="The model"):
+    denses = dense_layers(model)
+    units = denses[-1].units if denses else None
+    expect(units == LAB2.num_classes,
+           f"{subject} should end in Dense({LAB2.num_classes}), one output per class; found Dense({units}).")
+    params = model.count_params()
+    expect(params <= LAB2.max_params, f"{subject} has {params:,} parameters; the budget is {LAB2.max_params:,}.")
+
+
+def architecture_rules(model, subject="The model"):
+    """The rules the build function's model and the saved, trained model both obey (the softmax
+    output is asked of the build function only: a saved model may output logits)."""
+    rule_convolutions_and_downsampling(model, subject)
+    rule_outputs_and_budget(model, subject)
+
 
 @pytest.mark.grade_id("test_architecture")
 def test_convolutions_and_downsampling(student_model):
-    convs = conv_layers(student_model)
-    expect(len(convs) >= LAB2.min_conv_layers,
-           f"The model should have at least {LAB2.min_conv_layers} convolutional layers (Conv2D); it has "
-           f"{len(convs)}. This lab is about convolutional networks.")
-    expect(downsampling_layers(student_model),
-           "The model never downsamples its feature maps: add pooling (MaxPooling2D or AveragePooling2D) "
-           "or a convolution with strides=2 between convolutional blocks.")
+    rule_convolutions_and_downsampling(student_model)
 
 
 @pytest.mark.grade_id("test_architecture")
@@ -148,13 +170,10 @@ def test_input_output_and_budget(student_model):
     shape = input_shape(student_model)
     expect(shape == (28, 28), f"The model should take raw 28×28 images (keras.Input(shape=(28, 28))); "
                               f"its input shape is {shape}.")
-    denses = dense_layers(student_model)
-    units = denses[-1].units if denses else None
-    expect(units == LAB2.num_classes and output_activation(student_model) == "softmax",
+    rule_outputs_and_budget(student_model)
+    expect(output_activation(student_model) == "softmax",
            f"The output should be Dense({LAB2.num_classes}, activation='softmax'), one probability per class; "
-           f"found Dense({units}) with activation '{output_activation(student_model)}'.")
-    params = student_model.count_params()
-    expect(params <= LAB2.max_params, f"The model has {params:,} parameters; the budget is {LAB2.max_params:,}.")
+           f"found activation '{output_activation(student_model)}'.")
 
 
 @pytest.mark.grade_id("test_architecture")
@@ -223,5 +242,8 @@ def test_required_figures_in_outputs(notebook_path):
 # The submitted, fully trained model -------------------------------------------------------------
 
 @pytest.mark.grade_id("test_saved_model")
-def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
-    check_saved_model(submission_dir, fashion_mnist, LAB2)
+def test_saved_model_is_honest_work_that_reaches_the_bar(submission_dir, fashion_mnist, student):
+    saved = evaluate_saved_model(submission_dir / LAB2.model_file, fashion_mnist, LAB2)
+    built = [model_from_config(student[name].value["json"]) for name in ("build_cnn_model", "build_custom")
+             if student[name].ok]
+    check_saved_model(saved, LAB2, architecture_rules, built, "build_cnn_model")

@@ -7,19 +7,18 @@ VGG16 as the grader loads it itself, from the kit's local copy of the ImageNet
 weights. Models are rebuilt, trained and evaluated in the grader's own process.
 """
 
-import functools
-
 import numpy as np
 import pytest
 
 from course_config import LAB3
 from coursekit.checks import (
-    check_figures_in_outputs, check_saved_model, close, dense_layers, expect, find_line, input_shape,
-    load_submitted_model, model_from_config, output_activation, value_of,
+    check_figures_in_outputs, close, dense_layers, expect, find_line, input_shape, model_from_config,
+    output_activation, value_of,
 )
 from coursekit.data import vgg16_weights_file
 from coursekit.kernel_sandbox import sandbox_readable_file
 from coursekit.sandbox import Call, run_student_functions
+from coursekit.saved_model import check_saved_model, evaluate_saved_model
 from coursekit.vgg16 import (
     IMAGENET_BGR_MEAN, check_head_retraining, expect_vgg16_base, first_difference, imagenet_base,
     imagenet_conv_weights, preprocessed, vgg16_conv_layers,
@@ -57,15 +56,26 @@ def student(notebook_path):
     return run_student_functions(notebook_path, _calls(str(weights)))
 
 
-@functools.lru_cache(maxsize=1)
-def _saved_model(path):
-    return load_submitted_model(path)
+def _changed_vgg16_layers(weights):
+    """Names of the saved model's VGG16 convolutions whose kernels differ from ImageNet's."""
+    reference = imagenet_conv_weights()
+    kernels = [(name, arrays[0]) for name, arrays in weights.items() if arrays]
+    return [name for (name, kernel), (imagenet_kernel, _) in zip(kernels, reference)
+            if np.shape(kernel) != np.shape(imagenet_kernel)
+            or not np.allclose(kernel, imagenet_kernel, atol=LAB3.weights_tolerance)]
 
 
-@pytest.fixture
-def saved_model(submission_dir):
-    """The submitted fine-tuned model, loaded once in safe mode."""
-    return _saved_model(str(submission_dir / LAB3.model_file))
+@pytest.fixture(scope="session")
+def saved(submission_dir, fashion_mnist):
+    """The submitted fine-tuned model, opened and run in the sandbox once (coursekit.saved_model)."""
+    return evaluate_saved_model(submission_dir / LAB3.model_file, fashion_mnist, LAB3, weights_of=("Conv2D",),
+                                summarise_weights=_changed_vgg16_layers)
+
+
+@pytest.fixture(scope="session")
+def saved_model(saved):
+    """The saved model's architecture (with its layers' trainable flags), rebuilt from its configuration."""
+    return saved.architecture
 
 
 # Input adaptation and architecture ------------------------------------------------------------
@@ -187,11 +197,9 @@ def test_only_the_top_block_is_trainable(saved_model):
 
 
 @pytest.mark.grade_id("test_fine_tuning")
-def test_frozen_blocks_keep_imagenet_weights_and_top_block_moved(saved_model):
-    convs = expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
-    reference = imagenet_conv_weights()
-    changed = [layer.name for layer, (kernel, _) in zip(convs, reference)
-               if not np.allclose(layer.get_weights()[0], kernel, atol=LAB3.weights_tolerance)]
+def test_frozen_blocks_keep_imagenet_weights_and_top_block_moved(saved, saved_model):
+    expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
+    changed = saved.weights_summary
     frozen_changed = [name for name in changed if not _is_fine_tuned(name)]
     expect(not frozen_changed,
            f"The frozen layers of VGG16 should keep their ImageNet weights, but in the saved model these differ: "
@@ -248,6 +256,16 @@ def test_required_figures_in_outputs(notebook_path):
 
 # The submitted, fully trained model -------------------------------------------------------------
 
+def architecture_rules(model, subject="The model"):
+    """The rules the transfer model and the saved, fine-tuned model both obey."""
+    expect_vgg16_base(model, subject)
+    denses = dense_layers(model)
+    units = denses[-1].units if denses else None
+    expect(units == LAB3.num_classes,
+           f"{subject} should end in Dense({LAB3.num_classes}), one output per class; found Dense({units}).")
+
+
 @pytest.mark.grade_id("test_saved_model")
-def test_saved_model_reaches_the_bar(submission_dir, fashion_mnist):
-    check_saved_model(submission_dir, fashion_mnist, LAB3)
+def test_saved_model_is_honest_work_that_reaches_the_bar(saved, student):
+    built = [model_from_config(student["build_transfer_model"].value["json"])] if student["build_transfer_model"].ok else []
+    check_saved_model(saved, LAB3, architecture_rules, built, "build_transfer_model")

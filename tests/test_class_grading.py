@@ -38,6 +38,16 @@ def passing_grader(job):
             "seconds": 0.0, "host": "stub"}
 
 
+def flagging_grader(job):
+    """Passes every check, reports the model file's digest as the worker does, and one note for review."""
+    from coursekit.class_worker import model_file_digest
+
+    result = passing_grader(job)
+    result["model_sha256"] = model_file_digest(job)
+    result["report"]["flags"] = ["a note from the graders"] if job.student == "demo_missing_function" else []
+    return result
+
+
 def interrupted_grader(job):
     """Ctrl-C arrives while demo_reference is being graded."""
     if job.student == "demo_reference":
@@ -116,6 +126,25 @@ def test_a_worker_failure_is_reported_and_retried_on_the_next_run(stub_course):
 
     retried = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
     assert retried.graded == [(LAB.assignment, "demo_reference")] and not retried.failures
+
+
+def test_identical_model_files_are_flagged(stub_course):
+    """The three demo students submitted the same reference model file: each is flagged, points kept."""
+    first = grade_class(stub_course, workers=1, grade=flagging_grader, progress=False)
+    students = {s for _, s in first.graded}
+    for student in students:
+        notes = first.flags[LAB.assignment, student]
+        assert any("byte for byte the same" in note and all(other in note for other in students - {student})
+                   for note in notes)
+    assert "a note from the graders" in first.flags[LAB.assignment, "demo_missing_function"]
+    assert any("review   lab1_dense/demo_reference" in line for line in first.lines())
+    assert all(not lost_points(row) for row in rows(stub_course).values())
+
+    model = stub_course / "submitted" / "demo_reference" / LAB.assignment / LAB.model_file
+    model.write_bytes(model.read_bytes() + b"\0")  # now a file of its own
+    again = grade_class(stub_course, workers=1, grade=flagging_grader, progress=False)
+    assert (LAB.assignment, "demo_reference") not in again.flags
+    assert any("byte for byte" in note for note in again.flags[LAB.assignment, "demo_syntax_error"])
 
 
 def test_the_fingerprint_changes_with_the_submission_and_the_source_notebook(stub_course):
