@@ -221,6 +221,8 @@ class Submission:
         Submit a briefly trained model instead of the reference model.
     model_edit : callable, optional
         Changes the reference model (loaded with Keras) in place; the changed model is submitted.
+    make_model : callable, optional
+        ``make_model(path)`` writes the model file that is submitted instead of the reference model.
     in_demo : bool
         Shown by ``make demo`` (all are used by the tests).
     """
@@ -231,6 +233,7 @@ class Submission:
     edit: Optional[Callable] = None
     weak_model: bool = False
     model_edit: Optional[Callable] = None
+    make_model: Optional[Callable] = None
     in_demo: bool = True
 
 
@@ -271,8 +274,48 @@ LAB1_SUBMISSIONS = (
     Submission("test_flat_input", "the model expects flattened 784-value inputs",
                frozenset({"test_architecture", "test_retraining"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT), in_demo=False),
+    Submission("test_trained_on_test_set", "the saved model was trained on the 10,000 test images",
+               frozenset({"test_saved_model"}), make_model=lambda path: train_on_test_set(path), in_demo=False),
+    Submission("test_cnn_saved", "the saved model is Lab 2's convolutional network", frozenset({"test_saved_model"}),
+               make_model=lambda path: copy_reference_model(course_config.LAB2, path), in_demo=False),
 )
 
+
+
+# Saved models that are not the student's honest work -------------------------------------------------
+
+def copy_reference_model(settings, path):
+    """Submit another lab's reference model (a network of the wrong kind for this lab)."""
+    shutil.copyfile(reference_files(settings)[1], path)
+
+
+def train_on_test_set(path, settings=course_config.LAB1, epochs=20, seed=0):
+    """The reference architecture trained from fresh weights on the test images only."""
+    import keras
+
+    from coursekit.data import load_fashion_mnist
+
+    reference = keras.saving.load_model(reference_files(settings)[1], compile=False)
+    keras.utils.set_random_seed(seed)
+    model = keras.models.clone_model(reference)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, (x_test, y_test) = load_fashion_mnist()
+    model.fit(x_test.astype("float32"), y_test, epochs=epochs, batch_size=128, verbose=0)
+    model.save(path)
+
+
+def other_network(path):
+    """A convolutional network with a global-average-pooling head, which build_cnn_model never builds."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28))
+    x = layers.Rescaling(1 / 255)(layers.Reshape((28, 28, 1))(inputs))
+    for filters in (16, 32):
+        x = layers.MaxPooling2D()(layers.Conv2D(filters, 3, padding="same", activation="relu")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, layers.Dense(10, activation="softmax")(x)).save(path)
 
 
 # Lab 2's flawed functions -------------------------------------------------------------------------
@@ -381,9 +424,12 @@ def plot_misclassified(images, true_labels, predicted_labels, class_names, count
 
 LAB2_SUBMISSIONS = (
     Submission("demo_reference", "the reference solution"),
-    Submission("demo_dense_only", "build_cnn_model has no convolutions", frozenset({"test_architecture"}),
+    # The reference model is submitted with these two, which their build functions cannot build.
+    Submission("demo_dense_only", "build_cnn_model has no convolutions",
+               frozenset({"test_architecture", "test_saved_model"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_CONVOLUTIONS)),
-    Submission("demo_no_pooling", "convolutions without pooling or strides", frozenset({"test_architecture"}),
+    Submission("demo_no_pooling", "convolutions without pooling or strides",
+               frozenset({"test_architecture", "test_saved_model"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_POOLING)),
     Submission("demo_eleven_outputs", "the output layer has 11 units", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_ELEVEN_OUTPUTS)),
@@ -407,6 +453,10 @@ LAB2_SUBMISSIONS = (
                _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
                         lambda nb: replace_function(nb, "plot_misclassified", MISCLASSIFIED_PLOT_OF_ANY_IMAGES)),
                in_demo=False),
+    Submission("test_dense_saved", "the saved model is Lab 1's dense network", frozenset({"test_saved_model"}),
+               make_model=lambda path: copy_reference_model(course_config.LAB1, path), in_demo=False),
+    Submission("test_other_network_saved", "the saved model is a network build_cnn_model does not build",
+               frozenset({"test_saved_model"}), make_model=other_network, in_demo=False),
 )
 
 
@@ -566,6 +616,8 @@ def write_submission(submission, folder, settings=course_config.LAB1, weak_model
             make_weak_model(weak_model_path, settings)
         else:
             shutil.copyfile(weak_model_path, folder / settings.model_file)
+    elif submission.make_model:
+        submission.make_model(folder / settings.model_file)
     elif submission.model_edit:
         import keras
 
