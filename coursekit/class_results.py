@@ -10,6 +10,10 @@ Layout, in the course folder::
 
     .class_grading/ASSIGNMENT/STUDENT.json       the result (see coursekit.class_worker)
     .class_grading/ASSIGNMENT/STUDENT.recorded   its fingerprint, once it is in nbgrader's gradebook
+
+The results hold every student's executed notebook and verdicts: the folder is made closed
+to others (the sandbox's user among them) before the first file is written into it, even
+in a course folder that is open to all.
 """
 
 import hashlib
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import course_config
 from coursekit.grading import CheckResult, GradingReport, grader_file
+from coursekit.sandbox import close_to_others
 
 # The kit's files that decide a grade, relative to course_config.ROOT: a change to any of them
 # (a grader, a check, a bar, the worker) makes every submission be regraded on the next run.
@@ -149,12 +154,17 @@ class ResultStore:
     def mark_recorded(self, result):
         self._write(self.path(result["assignment"], result["student"], ".recorded"), result["fingerprint"])
 
-    @staticmethod
-    def _write(path, text):
+    def _write(self, path, text):
+        self._make_folder()
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
+
+    def _make_folder(self):
+        """The results folder, closed to others before anything is written into it."""
+        self.folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        close_to_others([self.folder])  # also one made open by an earlier version of the kit
 
 
 def identical_model_files(results):

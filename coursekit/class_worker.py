@@ -10,6 +10,10 @@ nothing else:
    kernel isolated like the sandbox (:class:`coursekit.kernel_sandbox.SandboxedExecute`),
    so that the autograded notebook and the feedback show its outputs.
 
+Both close the kit's private folders, and those of a course folder the worker runs in, to the
+sandbox's user before student code starts (:func:`coursekit.sandbox.close_course`); the
+course being graded is closed by :func:`coursekit.classgrading.grade_class` before any job is sent.
+
 The submission's files come in as bytes and a JSON-able result goes back, so a
 worker needs no shared folder, and it never touches nbgrader's gradebook: the one
 process that runs :func:`coursekit.classgrading.grade_class` writes that. The grade

@@ -28,6 +28,7 @@ import course_config
 from coursekit.class_results import ResultStore, code_digest, find_submissions, identical_model_files
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.gradebook_writer import GradebookError, GradebookWriter
+from coursekit.sandbox import close_course
 
 
 class ClassGradingError(RuntimeError):
@@ -72,6 +73,9 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
     ----------
     root : path, default course_config.ROOT
         The course folder (``nbgrader_config.py``, ``source/``, ``submitted/``, ``gradebook.db``).
+        Its private folders (:func:`coursekit.sandbox.close_course`, ``.class_grading/``
+        included) are closed to the sandbox's user before any submission is graded, and
+        again at the end.
     assignments : list of str, default every lab in course_config.LABS
     workers : int, default course_config.CLASS_GRADING_WORKERS
         Local worker processes; ignored when ``scheduler`` is given.
@@ -89,7 +93,8 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
     -------
     ClassGradingSummary
     """
-    root = Path(root or course_config.ROOT)
+    root = Path(root or course_config.ROOT).resolve()
+    close_course(root)  # before any worker starts: student code must not read this course's private folders
     store = ResultStore.for_course(root)
     writer = GradebookWriter(root, store)
     summary = ClassGradingSummary()
@@ -104,13 +109,16 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
                 summary.unchanged += 1
             else:  # graded, but not yet in the gradebook (an interruption), or the gradebook was replaced
                 _record(writer, stored, summary)
-    if todo:
-        _grade_all(todo, grade, workers or course_config.CLASS_GRADING_WORKERS, scheduler,
-                   store, writer, summary, progress)
-    for assignment in _assignments(writer, root, assignments):
-        _collect_flags(store, assignment, summary)
-    if not summary.interrupted:
-        summary.grades_csv = writer.export_grades()
+    try:
+        if todo:
+            _grade_all(todo, grade, workers or course_config.CLASS_GRADING_WORKERS, scheduler,
+                       store, writer, summary, progress)
+        for assignment in _assignments(writer, root, assignments):
+            _collect_flags(store, assignment, summary)
+        if not summary.interrupted:
+            summary.grades_csv = writer.export_grades()
+    finally:
+        close_course(root)  # whatever nbgrader made during the run
     return summary
 
 

@@ -33,6 +33,7 @@ from traitlets.config.loader import PyFileConfigLoader
 import course_config
 from coursekit.class_results import ResultStore
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
+from coursekit.sandbox import close_course, close_to_others
 
 
 class GradebookError(RuntimeError):
@@ -93,11 +94,15 @@ class GradebookWriter:
                 self._check(self.api.autograde(assignment, student, force=True, create=True), "autograde", result)
                 self._check(self.api.generate_feedback(assignment, student, force=True), "generate_feedback",
                             result)
+        close_course(self.root)  # autograded/ and feedback/ (made closed already), the gradebook, nbgrader's log
         self.store.mark_recorded(result)
 
     def export_grades(self):
-        """nbgrader's CSV export (as ``nbgrader export``) into the course's grades CSV; returns its path."""
+        """nbgrader's CSV export (as ``nbgrader export``) into the course's grades CSV; returns its path.
+        The file is closed to others before the grades are written into it."""
         path = self.root / course_config.GRADES_CSV.name
+        path.touch(mode=0o640)
+        close_to_others([path])  # nbgrader's export keeps the mode of the file it overwrites
         with warnings.catch_warnings(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gb:
             warnings.simplefilter("ignore", SAWarning)
             CsvExportPlugin(to=str(path), parent=self.api).export(gb)

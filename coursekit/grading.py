@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.sandbox import isolation
+from coursekit.sandbox import close_course, find_course_roots, isolation
 
 
 @dataclass
@@ -58,10 +58,18 @@ def _shorten(text):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def grade_notebook(notebook, assignment, timeout=None):
+def grade_notebook(notebook, assignment, timeout=None, course=None):
     """Run the hidden graders of ``assignment`` on ``notebook``.
 
     The saved model and other files are looked up next to the notebook.
+
+    Parameters
+    ----------
+    course : path, optional
+        The course folder being graded (nbgrader's ``CourseDirectory.root``). Its private
+        folders, those of any course folder the notebook or the working folder lies in (one
+        with an ``nbgrader_config.py``) and the kit's own are closed to the sandbox's user
+        before the graders start (:func:`coursekit.sandbox.close_course`).
 
     Returns
     -------
@@ -72,6 +80,7 @@ def grade_notebook(notebook, assignment, timeout=None):
         isolation()  # decided here too, so a missing protection is logged where the instructor sees it
     except RuntimeError as error:  # course_config.SANDBOX_REQUIRE_ISOLATION and a protection is missing
         return GradingReport({}, str(error))
+    close_course(*dict.fromkeys([*([Path(course).resolve()] if course else []), *find_course_roots(notebook)]))
     tests = grader_file(assignment)
     if not tests.is_file():
         return GradingReport({}, f"there are no hidden graders for '{assignment}' ({tests} is missing)")

@@ -21,6 +21,11 @@ isolation :func:`coursekit.sandbox.isolation` gives student functions:
 The kernel talks to nbgrader over Unix sockets in that folder (ZeroMQ's ``ipc``
 transport): TCP on localhost does not cross a network namespace, a socket file does.
 
+Before the kernel starts, the private folders of the course being graded are closed to
+others (:func:`coursekit.sandbox.close_course`): the course nbgrader runs in (its
+``CourseDirectory.root``), every course folder the notebook's folder or the working folder
+lies in, and the kit's own folder, whatever folder nbgrader or class grading runs in.
+
 Where a protection is unavailable, the kernel degrades exactly like the sandbox: the
 missing protection is logged once as a warning, or, with
 ``course_config.SANDBOX_REQUIRE_ISOLATION``, the kernel is not started at all.
@@ -38,6 +43,7 @@ import tempfile
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
 
 import course_config
@@ -174,9 +180,13 @@ class SandboxedKernelManager(AsyncKernelManager):
     """
 
     scratch = None  # the kernel's private folder, once started
+    course_roots = ()  # the course folders being graded (SandboxedExecute sets nbgrader's)
 
     async def _async_pre_start_kernel(self, **kw):
         where = sandbox.isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
+        # Before any student code runs: the course being graded, any course the notebook lies in, the kit's.
+        roots = [*map(Path, self.course_roots), *sandbox.find_course_roots(kw.get("cwd"))]
+        sandbox.close_course(*dict.fromkeys(roots))
         if self.scratch is None:
             self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox._scratch_parent()))
             _prepare_home(self.scratch / "home")
@@ -214,3 +224,17 @@ class SandboxedExecute(Execute):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         super().__init__(*args, **kwargs)
+
+    def preprocess(self, nb, resources=None, km=None):
+        # Run by nbgrader (resources["nbgrader"]): its course folder is the one being graded, whether or not
+        # it holds an nbgrader_config.py. Elsewhere (class grading's worker) the kernel finds course folders.
+        self._course_roots = ()
+        if isinstance(resources, dict) and "nbgrader" in resources:
+            self._course_roots = (CourseDirectory(config=self.config).root,)
+        return super().preprocess(nb, resources, km)
+
+    def create_kernel_manager(self):
+        manager = super().create_kernel_manager()
+        if isinstance(manager, SandboxedKernelManager):
+            manager.course_roots = getattr(self, "_course_roots", ())
+        return manager

@@ -119,7 +119,8 @@ class HiddenGraders(VerdictsPreprocessor):
     def report(self, nb, resources):
         notebook = self.submitted_notebook(resources)
         self.log.info("Running the hidden graders on %s", notebook)
-        return grade_notebook(notebook, resources["nbgrader"]["assignment"])
+        return grade_notebook(notebook, resources["nbgrader"]["assignment"],
+                              course=CourseDirectory(config=self.config).root)
 
 
 class StoredResult(NbGraderPreprocessor):

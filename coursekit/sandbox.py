@@ -9,6 +9,10 @@ The child runs in a scratch folder, in its own session, with a wall-clock limit
 for the whole run and for each call, limits on memory, file size and (as another
 user) processes, and without network (``course_config.SANDBOX_*``); see
 :func:`isolation` for what this machine allows and docs/threat_model.md for why.
+What student code must not read (hidden graders, solutions, grades, every student's
+files) is closed to it by an explicit step, :func:`close_course`, with the course folder
+actually being graded; the runner closes the kit's own folders and any course the
+notebook lies in before every child.
 Calls that did not finish come back as failed results with a message that says
 why, so each check can report it; a call that kills the child costs only its own
 result, because the remaining calls run again in a fresh child.
@@ -24,6 +28,7 @@ import pwd
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -164,7 +169,8 @@ def isolation(user=None, network=None):
     PID namespaces. As another user it runs as that user, in new namespaces when
     unprivileged user namespaces are allowed. What cannot be had is logged once as
     a warning and listed in ``missing``; with ``SANDBOX_REQUIRE_ISOLATION`` it is
-    an error instead.
+    an error instead. It changes nothing on disk: closing the course's folders is
+    :func:`close_course`.
     """
     user = course_config.SANDBOX_USER if user is None else user
     network = course_config.SANDBOX_ISOLATE_NETWORK if network is None else network
@@ -199,8 +205,8 @@ def isolation(user=None, network=None):
     if "--net" in prefix:
         in_force += ["no network", "own PID namespace"]
     if uid != os.getuid():
+        # The runners close the private folders (close_course) before any student code starts.
         in_force += [f"runs as {user}", "process limit", "course files closed to that user"]
-        close_to_others(private_course_paths())
     if missing:
         message = "Sandbox isolation is incomplete on this machine: " + "; ".join(missing) + "."
         if course_config.SANDBOX_REQUIRE_ISOLATION:
@@ -211,18 +217,106 @@ def isolation(user=None, network=None):
 
 def close_to_others(paths):
     """Remove the permissions of "others" from ``paths`` (those that exist), so the sandbox's user
-    can neither read nor write them. The grader runs as their owner and is not affected."""
+    can neither read nor write them, nor enter them if they are folders. The grader runs as their
+    owner and is not affected. A link is never followed (nor closed): the mode is changed through
+    the file itself, opened without following a link. Returns the paths it changed."""
+    changed = []
     for path in map(Path, paths):
-        if path.exists() and not path.is_symlink() and path.stat().st_mode & 0o007:
-            path.chmod(path.stat().st_mode & ~0o007)
-            log.info("Closed %s to other users (the sandbox's user among them)", path)
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # missing, a link (ELOOP), a socket, or not readable by the grader
+            continue
+        try:
+            mode = os.fstat(handle).st_mode
+            if (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) and mode & 0o007:
+                os.fchmod(handle, stat.S_IMODE(mode) & ~0o007)
+                changed.append(path)
+                log.info("Closed %s to other users (the sandbox's user among them)", path)
+        finally:
+            os.close(handle)
+    return changed
 
 
-def private_course_paths():
-    """What student code must not see: hidden graders, solutions, grades, other submissions."""
+# What a course folder holds that student code must not see, relative to the folder: nbgrader's
+# folders (CourseDirectory's defaults), the gradebook (and SQLite's files beside it), grades, class
+# grading's stored results, nbgrader's log (student ids and verdicts), reports, and the kit's own
+# folders when the course is the kit's folder. Not closed: release/ and nbgrader_config.py.
+PRIVATE_COURSE_NAMES = (
+    "grader_tests", "source", "source_with_tests", "reference_solution", "submitted", "autograded",
+    "feedback", "solution", "gradebook.db", "gradebook.db-journal", "gradebook.db-wal", "gradebook.db-shm",
+    "grades.csv", course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log", "reports",
+)
+# Folders that grading writes into later (nbgrader autograde and generate_feedback): made closed in a
+# course with submissions before anything is written, so they never exist open to others.
+WRITTEN_LATER = ("autograded", "feedback")
+
+
+def private_course_paths(root=None):
+    """What student code must not see in the course folder ``root`` (default: the kit's folder,
+    ``course_config.ROOT``, with the folders course_config names): hidden graders, solutions, grades,
+    every student's submissions, autograded notebooks, feedback and stored results, and the graders'
+    score cache."""
     c = course_config
-    return (c.GRADER_TESTS_DIR, c.SOURCE_DIR, c.REFERENCE_DIR, c.SUBMITTED_DIR, c.AUTOGRADED_DIR, c.FEEDBACK_DIR,
-            c.GRADEBOOK, c.GRADES_CSV, c.GRADER_CACHE_DIR)
+    kit = (c.GRADER_TESTS_DIR, c.SOURCE_DIR, c.REFERENCE_DIR, c.SUBMITTED_DIR, c.AUTOGRADED_DIR, c.FEEDBACK_DIR,
+           c.GRADEBOOK, c.GRADES_CSV, c.GRADER_CACHE_DIR)
+    root = Path(root or c.ROOT)
+    paths = [*kit] if root == Path(c.ROOT) else [c.GRADER_CACHE_DIR]
+    return tuple(dict.fromkeys([*map(Path, paths), *(root / name for name in PRIVATE_COURSE_NAMES)]))
+
+
+def close_course(*roots):
+    """Close to others (``chmod o-rwx``) every private path of the kit's own folder and of each course
+    folder in ``roots`` (see :func:`private_course_paths`): the explicit step that keeps student code,
+    run as the sandbox's user, out of what it must not read.
+
+    Each path is closed itself, so it is closed even where the course folder is open to all.
+    Folders made later are made closed: the graders' score cache, and a course's ``autograded/`` and
+    ``feedback/`` where it has ``submitted/``; class grading's results are made closed by
+    :class:`coursekit.class_results.ResultStore`. Every entry point that grades calls this with the
+    course it grades (grading.grade_notebook, classgrading.grade_class, the re-execution's kernel);
+    calling it again closes what appeared since. Returns the paths it changed.
+    """
+    cache = Path(course_config.GRADER_CACHE_DIR)
+    _make_closed_folder(cache)
+    paths = list(private_course_paths())
+    for root in map(Path, roots):
+        if (root / "submitted").is_dir():
+            for name in WRITTEN_LATER:
+                _make_closed_folder(root / name)
+        paths += private_course_paths(root)
+    return close_to_others(dict.fromkeys(paths))
+
+
+def _make_closed_folder(path):
+    try:
+        path.mkdir(mode=0o750, parents=True)
+    except OSError:  # there already (closed below), or it cannot be made here
+        pass
+
+
+def find_course_roots(*paths):
+    """Course folders that ``paths`` (files or folders) or the working folder lie in: each such folder
+    or one above it that holds an ``nbgrader_config.py``. A folder that others can write (``/tmp``),
+    or whose ``nbgrader_config.py`` others can write, is not taken for a course."""
+    roots = []
+    with contextlib.suppress(OSError):  # a working folder that was deleted
+        paths = (*paths, Path.cwd())
+    for start in paths:
+        if not start:
+            continue
+        start = Path(start).resolve()
+        for folder in (start, *start.parents):
+            if folder not in roots and _is_course_folder(folder):
+                roots.append(folder)
+    return roots
+
+
+def _is_course_folder(folder):
+    try:
+        config, here = (folder / "nbgrader_config.py").lstat(), folder.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(config.st_mode) and not (config.st_mode | here.st_mode) & 0o002
 
 
 @functools.lru_cache(maxsize=None)
@@ -392,6 +486,7 @@ def run_student_functions(notebook, calls, timeout=None, call_timeout=None, memo
     except NotebookProblem as problem:
         return SandboxRun({call.name: CallResult(call.name, False, str(problem)) for call in calls}, [], str(problem))
     where = isolation()
+    close_course(*find_course_roots(notebook))  # the kit's graders and any course the notebook lies in
     results, problems, stopped = {}, [], ""
     deadline = time.monotonic() + timeout
     pending = list(calls)
