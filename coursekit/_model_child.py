@@ -5,13 +5,15 @@ The grader has already read the file's configuration as data and accepted it
 network and without access to course files, the child
 
 1. refuses HDF5 weights that reach outside the file (external links, soft links,
-   external storage, virtual datasets) before Keras opens them;
+   external storage, virtual datasets) or declare far more data than they hold, before
+   Keras opens them;
 2. loads the model in Keras's safe mode, without compiling it;
 3. predicts each array of ``inputs.npz`` and writes ``out.npz`` (probabilities, and
    the weights of the layer kinds asked for) and ``result.json``. No pickles.
 
 Usage: python -I _model_child.py WORKDIR
-  WORKDIR/model.keras, WORKDIR/inputs.npz, WORKDIR/request.json {"weights_of": [...], "batch_size": n}
+  WORKDIR/model.keras, WORKDIR/inputs.npz,
+  WORKDIR/request.json {"weights_of": [...], "max_weight_bytes": n, "batch_size": n}
 """
 
 import json
@@ -26,8 +28,9 @@ class RefusedFile(Exception):
     """The weights file reaches outside itself."""
 
 
-def check_weights_structure(path):
-    """Walk every link of the HDF5 file; refuse anything that is not a plain group or dataset in it."""
+def check_weights_structure(path, max_bytes):
+    """Walk every link of the HDF5 file; refuse anything that is not a plain group or dataset in it,
+    and datasets that declare more data than a submitted model may hold (``max_bytes``)."""
     import h5py
 
     def walk(group, where):
@@ -44,6 +47,10 @@ def check_weights_structure(path):
                     raise RefusedFile(f"its weights file stores {where}/{name} in external files")
                 if item.is_virtual:
                     raise RefusedFile(f"its weights file has a virtual dataset at {where}/{name}")
+                declared = int(item.size) * item.dtype.itemsize
+                if declared > max_bytes:
+                    raise RefusedFile(f"its weights file declares {declared / 2**20:,.0f} MB of weights at "
+                                      f"{where}/{name}, more than a submitted model may hold")
             else:
                 raise RefusedFile(f"its weights file holds an unexpected object at {where}/{name}")
 
@@ -68,7 +75,7 @@ def main(workdir):
     try:
         with zipfile.ZipFile(model_path) as archive:
             archive.extract("model.weights.h5", os.path.join(workdir, "unpacked"))
-        check_weights_structure(os.path.join(workdir, "unpacked", "model.weights.h5"))
+        check_weights_structure(os.path.join(workdir, "unpacked", "model.weights.h5"), request["max_weight_bytes"])
         import keras
 
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)

@@ -576,7 +576,8 @@ def run_model_child(content, images, weights_of, timeout, memory_mb=None):
     try:
         (workdir / "model.keras").write_bytes(content)
         np.savez(workdir / "inputs.npz", **images)
-        (workdir / "request.json").write_text(json.dumps({"weights_of": list(weights_of)}), encoding="utf-8")
+        request = {"weights_of": list(weights_of), "max_weight_bytes": course_config.SUBMITTED_MODEL_MAX_MB * 2**20}
+        (workdir / "request.json").write_text(json.dumps(request), encoding="utf-8")
         if where.drops_privileges:
             os.chown(workdir, where.uid, where.gid)
         stopped = _run_child(workdir, timeout, timeout, limits, where, script=MODEL_CHILD_SCRIPT)

@@ -232,7 +232,19 @@ def outside_file(tmp_path):
     return path
 
 
+def shape_bomb(outside):
+    def change(path):
+        import h5py
+
+        with h5py.File(path, "r+") as handle:
+            name = first_dataset(handle)
+            del handle[name]  # declares 64 GB, stores almost nothing (chunked, never written)
+            handle.create_dataset(name, shape=(2**17, 2**17), dtype="float32", chunks=(64, 64))
+    return change
+
+
 HDF5_CASES = {
+    "a dataset declaring 64 GB": (shape_bomb, "declares"),
     "external storage": (external_storage, "stores"),
     "external link": (external_link, "ExternalLink"),
     "soft link": (lambda outside: soft_link, "SoftLink"),
