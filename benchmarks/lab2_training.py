@@ -47,14 +47,19 @@ TRAIN_IMAGES = 54_000
 
 
 def augmentation(kind):
-    """The augmentation stage: 'layers' (the notebook's Random* layers), 'cheap' (pad-and-crop
-    shifts of up to 2 pixels and horizontal flips), or 'none'."""
+    """The augmentation stage: 'layers' (the notebook's Random* layers), 'cheap' (shifts of up to
+    2 pixels, nearest-pixel, and horizontal flips), 'padcrop' (zero padding and a random crop: as
+    cheap, but RandomCrop's inference path does not crop back to 28×28 in Keras 3.12, so it serves
+    the profile only), 'flip' or 'none'."""
     if kind == "none":
         return []
     if kind == "layers":
         return [layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
                 layers.RandomZoom(0.1, fill_mode="constant"), layers.RandomContrast(0.1)]
     if kind == "cheap":
+        return [layers.RandomFlip("horizontal"),
+                layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest")]
+    if kind == "padcrop":
         return [layers.ZeroPadding2D(2), layers.RandomCrop(28, 28), layers.RandomFlip("horizontal")]
     if kind == "flip":
         return [layers.RandomFlip("horizontal")]
@@ -121,15 +126,16 @@ def append(path, record):
 PROFILE_VARIANTS = {
     "reference (Random* layers), batch 128": dict(model={}, batch=128),
     "no augmentation, batch 128": dict(model={"augment": "none"}, batch=128),
-    "pad-crop + flip, batch 128": dict(model={"augment": "cheap"}, batch=128),
-    "pad-crop + flip, batch 256": dict(model={"augment": "cheap"}, batch=256),
+    "pad-crop + flip, batch 128": dict(model={"augment": "padcrop"}, batch=128),
+    "2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap"}, batch=128),
+    "2-pixel shifts + flip, batch 256": dict(model={"augment": "cheap"}, batch=256),
     "no augmentation, batch 128, jit_compile": dict(model={"augment": "none"}, batch=128, jit=True),
     "no augmentation, batch 256": dict(model={"augment": "none"}, batch=256),
-    "3 blocks (32, 64, 128), pad-crop + flip, batch 128": dict(model={"augment": "cheap", "filters": (32, 64, 128)},
+    "3 blocks (32, 64, 128), 2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap", "filters": (32, 64, 128)},
                                                               batch=128),
-    "3 blocks (32, 64, 128), GAP head, pad-crop + flip, batch 128": dict(
+    "3 blocks (32, 64, 128), GAP head, 2-pixel shifts + flip, batch 128": dict(
         model={"augment": "cheap", "filters": (32, 64, 128), "head": "gap"}, batch=128),
-    "2 blocks (64, 128), pad-crop + flip, batch 128": dict(model={"augment": "cheap", "filters": (64, 128)},
+    "2 blocks (64, 128), 2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap", "filters": (64, 128)},
                                                           batch=128),
 }
 
@@ -170,16 +176,14 @@ def profile(args):
 # search ---------------------------------------------------------------------------------------
 
 SEARCH_VARIANTS = {
-    # name: (model kwargs, training kwargs)
-    "ref-layers-15": ({}, {"epochs": 15}),
-    "ref-cheap-15": ({"augment": "cheap"}, {"epochs": 15}),
+    # name: (model kwargs, training kwargs). Each fits the issue's budget of 30 minutes of training
+    # on the idle 2-core machine at the seconds per epoch that `profile` measured.
     "ref-cheap-ls-20": ({"augment": "cheap"}, {"epochs": 20, "label_smoothing": 0.1}),
-    "wide-cheap-20": ({"augment": "cheap", "filters": (64, 128)}, {"epochs": 20}),
-    "three-cheap-20": ({"augment": "cheap", "filters": (32, 64, 128)}, {"epochs": 20}),
-    "three-cheap-ls-25": ({"augment": "cheap", "filters": (32, 64, 128)}, {"epochs": 25, "label_smoothing": 0.1}),
-    "ref-cheap-ls-30-b256": ({"augment": "cheap"}, {"epochs": 30, "label_smoothing": 0.1, "batch_size": 256,
+    "three-cheap-ls-15": ({"augment": "cheap", "filters": (32, 64, 128)}, {"epochs": 15, "label_smoothing": 0.1}),
+    "ref-layers-20": ({}, {"epochs": 20}),
+    "ref-cheap-20": ({"augment": "cheap"}, {"epochs": 20}),
+    "ref-cheap-ls-20-b256": ({"augment": "cheap"}, {"epochs": 20, "label_smoothing": 0.1, "batch_size": 256,
                                                      "learning_rate": 3e-3}),
-    "ref-flip-ls-20": ({"augment": "flip"}, {"epochs": 20, "label_smoothing": 0.1}),
 }
 
 
