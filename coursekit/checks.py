@@ -47,6 +47,15 @@ def flag_for_instructor(message):
         INSTRUCTOR_FLAGS.append(message)
 
 
+# What the graders measured in this run (e.g. the saved model's test accuracy), for the class report.
+GRADER_MEASUREMENTS = {}
+
+
+def record_measurement(name, value):
+    """Keep a number the grader computed itself, whether or not the check passes."""
+    GRADER_MEASUREMENTS[name] = float(value)
+
+
 def lower_first(text):
     """``text`` with its first letter in lower case, for a subject in mid-sentence."""
     return text[:1].lower() + text[1:]
@@ -276,6 +285,7 @@ def check_retraining(model, data, settings):
     expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
                               f"your model's input shape is {shape}.")
     score = retraining_score(model, data, settings)
+    record_measurement("retraining_accuracy", score)
     expect(score >= settings.retrain_min_accuracy,
            f"The grader trained your default architecture for {settings.retrain_epochs} epochs on "
            f"{settings.retrain_train_size:,} images (Adam, lr {settings.retrain_learning_rate}, batch "

@@ -28,7 +28,8 @@ import course_config
 from coursekit.class_results import ResultStore, code_digest, find_submissions, identical_model_files
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.gradebook_writer import GradebookError, GradebookWriter
-from coursekit.sandbox import close_course
+from coursekit.class_report import write_class_report
+from coursekit.sandbox import close_course, close_to_others
 
 
 class ClassGradingError(RuntimeError):
@@ -45,6 +46,8 @@ class ClassGradingSummary:
     problems: dict = field(default_factory=dict)     # graded, but the submission had a problem (scores 0)
     failures: dict = field(default_factory=dict)     # not graded or not recorded: tried again next run
     flags: dict = field(default_factory=dict)        # notes for the instructor's review (points kept)
+    reports: list = field(default_factory=list)      # reports/<assignment>.html written in this run
+    exports: list = field(default_factory=list)      # grades in a platform's import layout (--export)
     interrupted: bool = False
     grades_csv: Path = None
 
@@ -62,11 +65,13 @@ class ClassGradingSummary:
             lines.append("Run the same command again to retry what failed.")
         if self.grades_csv:
             lines.append(f"Grades: {self.grades_csv}")
+        lines += [f"Export: {path}" for path in self.exports]
+        lines += [f"Class report: {path}" for path in self.reports]
         return lines
 
 
 def grade_class(root=None, assignments=None, workers=None, scheduler=None, force=False,
-                grade=grade_submission, progress=True):
+                grade=grade_submission, progress=True, exports=()):
     """Grade every new or changed submission of ``assignments`` in the course folder ``root``.
 
     Parameters
@@ -88,6 +93,8 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
         (the tests give a cheap stand-in). Must be importable by the workers.
     progress : bool
         Show a progress bar on stderr.
+    exports : sequence of {"canvas", "moodle"}
+        Also export the grades in these platforms' import layouts (``grades_canvas.csv``, ...).
 
     Returns
     -------
@@ -117,9 +124,22 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
             _collect_flags(store, assignment, summary)
         if not summary.interrupted:
             summary.grades_csv = writer.export_grades()
+            summary.exports = [_export(root, platform) for platform in exports]
+            summary.reports = [write_class_report(root, assignment)
+                               for assignment in _assignments(writer, root, assignments)]
     finally:
         close_course(root)  # whatever nbgrader made during the run
     return summary
+
+
+def _export(root, platform):
+    from coursekit.course import export_grades
+
+    path = Path(root) / f"grades_{platform}.csv"
+    path.touch(mode=0o640)
+    close_to_others([path])
+    export_grades(root, path, platform)
+    return path
 
 
 def _collect_flags(store, assignment, summary):

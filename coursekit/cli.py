@@ -6,7 +6,9 @@ data        fill Keras's caches: Fashion-MNIST and VGG16's ImageNet weights, fro
 release     nbgrader generate_assignment for every lab
 reference   run the reference notebooks in full and record the results
 grade       run the hidden graders on one notebook and print the verdicts
-grade-class grade every new or changed submission (parallel or on Dask), record them with nbgrader
+grade-class grade every new or changed submission (parallel or on Dask), record them with nbgrader,
+            export the grades (also for Canvas or Moodle) and write the class report
+report      write reports/<assignment>.html from the gradebook and the stored results
 demo        the instructor's whole flow on demo submissions, with a summary table
 """
 
@@ -71,7 +73,7 @@ def _grade_class(args):
 
     try:
         summary = grade_class(args.course, assignments=args.assignments, workers=args.workers,
-                              scheduler=args.scheduler, force=args.force)
+                              scheduler=args.scheduler, force=args.force, exports=args.export)
     except (ClassGradingError, GradebookError, KeyError) as error:
         print(error.args[0] if error.args else error, file=sys.stderr)
         return 2
@@ -79,6 +81,14 @@ def _grade_class(args):
     if summary.interrupted:
         return 130
     return 1 if summary.failures else 0
+
+
+def _report(args):
+    from coursekit.class_report import write_class_report
+
+    for assignment in args.assignments:
+        print(f"Class report: {write_class_report(args.course, assignment)}")
+    return 0
 
 
 def _demo(args):
@@ -109,7 +119,13 @@ def main(argv=None):
     grade_class.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
     grade_class.add_argument("--course", default=course_config.ROOT,
                              help="course folder with nbgrader_config.py and submitted/ (default: this kit's)")
+    grade_class.add_argument("--export", nargs="*", default=[], choices=["canvas", "moodle"],
+                             help="also write the grades for these platforms' gradebook import")
     grade_class.set_defaults(run=_grade_class)
+    report = commands.add_parser("report", help="write reports/<assignment>.html: how the class did")
+    report.add_argument("assignments", nargs="+", help="e.g. lab1_dense")
+    report.add_argument("--course", default=course_config.ROOT, help="course folder (default: this kit's)")
+    report.set_defaults(run=_report)
     demo = commands.add_parser("demo", help="release, submit, autograde, feedback, export")
     demo.add_argument("--labs", nargs="*", help="only these labs, e.g. lab2_cnn (default: all)")
     demo.add_argument("--students", nargs="*", help="only these demo students")

@@ -48,9 +48,13 @@ def generate_feedback(root, assignment):
     return nbgrader(root, "generate_feedback", assignment, "--force")
 
 
-def export_grades(root, csv_path):
-    """nbgrader export (CSV) into ``csv_path`` (nbgrader's option is ``CsvExportPlugin.to``)."""
-    return nbgrader(root, "export", f"--CsvExportPlugin.to={csv_path}")
+def export_grades(root, csv_path, platform="csv"):
+    """nbgrader export into ``csv_path``: nbgrader's CSV, or a platform's import layout
+    (``"canvas"``, ``"moodle"``: :mod:`coursekit.exports`)."""
+    from coursekit.exports import EXPORTERS
+
+    exporter = EXPORTERS[platform]
+    return nbgrader(root, "export", f"--exporter={exporter}", f"--{exporter.rsplit('.', 1)[1]}.to={csv_path}")
 
 
 def _failure_messages(autograded_notebook):

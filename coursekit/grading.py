@@ -32,12 +32,14 @@ class CheckResult:
 class GradingReport:
     """All checks of one notebook; ``problem`` says why grading itself failed, if it did.
 
-    ``flags`` are notes for the instructor's review (suggestive evidence, points kept).
+    ``flags`` are notes for the instructor's review (suggestive evidence, points kept);
+    ``measurements`` the numbers the graders computed (e.g. ``saved_model_test_accuracy``).
     """
 
     checks: dict
     problem: str = ""
     flags: list = field(default_factory=list)
+    measurements: dict = field(default_factory=dict)
 
     def result_for(self, grade_id):
         """The result for ``grade_id``; a failed one with an explanation if there is none."""
@@ -110,4 +112,6 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         for grade_id, entry in data.get("checks", {}).items()
     }
     flags = [_shorten(str(flag)) for flag in data.get("flags", []) if isinstance(flag, str)]
-    return GradingReport(checks, flags=flags)
+    measurements = {str(name): float(value) for name, value in (data.get("measurements") or {}).items()
+                    if isinstance(value, (int, float))}
+    return GradingReport(checks, flags=flags, measurements=measurements)

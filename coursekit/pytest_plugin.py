@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from coursekit.checks import INSTRUCTOR_FLAGS, CheckFailed
+from coursekit.checks import GRADER_MEASUREMENTS, INSTRUCTOR_FLAGS, CheckFailed
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport",
            "pytest_sessionfinish", "notebook_path", "submission_dir", "fashion_mnist"]
@@ -104,5 +104,6 @@ def pytest_sessionfinish(session):
         passed = bool(outcome["tests"]) and all(v == "passed" for v in outcome["tests"].values())
         checks[grade_id] = {"passed": passed, "messages": outcome["messages"], "tests": outcome["tests"]}
     notebook = session.config.getoption("--notebook", default=None)
-    report = {"notebook": notebook, "checks": checks, "flags": list(INSTRUCTOR_FLAGS)}
+    report = {"notebook": notebook, "checks": checks, "flags": list(INSTRUCTOR_FLAGS),
+              "measurements": dict(GRADER_MEASUREMENTS)}
     Path(path).write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import course_config
-from coursekit.checks import balanced_subset, expect, flag_for_instructor, input_shape, leaf_layers, remembered
+from coursekit.checks import (
+    balanced_subset, expect, flag_for_instructor, input_shape, leaf_layers, record_measurement, remembered,
+)
 from coursekit.model_files import SAFE_LAYERS, read_model_file, rebuild_architecture, run_model_file
 
 # Layers left out of a model's structure, which keeps the layers that compute: Dense, convolutions,
@@ -141,6 +143,8 @@ def check_honest_accuracy(saved, settings):
     weak model and few images: the margin is ``SAVED_MODEL_TEST_ABOVE_TRAIN_MAX``, or four standard
     errors of the difference when that is larger, so honest work fails it about once in 30,000.
     """
+    record_measurement("saved_model_test_accuracy", saved.test_accuracy)
+    record_measurement("saved_model_train_accuracy", saved.train_accuracy)
     gap = saved.test_accuracy - saved.train_accuracy
     expect(gap <= test_above_train_margin(saved),
            f"Your saved model is more accurate on the test images ({saved.test_accuracy:.4f}) than on "

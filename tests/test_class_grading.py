@@ -48,6 +48,16 @@ def flagging_grader(job):
     return result
 
 
+def varied_grader(job):
+    """demo_syntax_error loses test_softmax; every model is measured; one student is flagged."""
+    result = flagging_grader(job)
+    accuracy = {"demo_reference": 0.911, "demo_syntax_error": 0.897}.get(job.student, 0.93)
+    result["report"]["measurements"] = {"saved_model_test_accuracy": accuracy}
+    if job.student == "demo_syntax_error":
+        result["report"]["checks"]["test_softmax"] = {"passed": False, "message": "SyntaxError <b>in</b> softmax"}
+    return result
+
+
 def interrupted_grader(job):
     """Ctrl-C arrives while demo_reference is being graded."""
     if job.student == "demo_reference":
@@ -255,3 +265,41 @@ def test_grades_csv_and_feedback_are_written(graded_class):
     html = (root / "feedback" / REAL_STUDENT / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
     assert "SyntaxError" in html and "BEGIN HIDDEN TESTS" not in html
     assert (root / "autograded" / REAL_STUDENT / LAB.assignment / LAB.notebook).is_file()
+
+
+def test_class_report_and_platform_exports_agree_with_the_gradebook(stub_course):
+    import csv
+    import re
+
+    from coursekit.class_report import class_rows, summary
+
+    done = grade_class(stub_course, workers=1, grade=varied_grader, progress=False, exports=("canvas", "moodle"))
+    report = stub_course / "reports" / f"{LAB.assignment}.html"
+    assert report in done.reports and report.is_file()
+    page = report.read_text(encoding="utf-8")
+    assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 3  # scores, checks, accuracies
+    assert "<b>in</b>" not in page and "SyntaxError &lt;b&gt;in&lt;/b&gt; softmax" in page  # escaped
+    assert "<script" not in page
+
+    numbers = summary(class_rows(stub_course, LAB.assignment))
+    with open(done.grades_csv, newline="") as handle:
+        csv_scores = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(handle)
+                      if row["assignment"] == LAB.assignment}
+    assert numbers["totals"] == pytest.approx(csv_scores)
+    softmax_points = [gid for gid in numbers["pass_rates"] if gid == "test_softmax"]
+    assert softmax_points and numbers["pass_rates"]["test_softmax"] == pytest.approx(2 / 3)
+    assert numbers["frequent_failures"][0][1] == 1
+    assert numbers["saved_model_accuracies"]["demo_syntax_error"] == pytest.approx(0.897)
+    assert "byte for byte" in " ".join(numbers["flagged"]["demo_reference"])
+    assert "1 of 3" in page and "below the bar" in page  # 0.897 < 0.905
+
+    canvas, moodle = (stub_course / f"grades_{name}.csv" for name in ("canvas", "moodle"))
+    assert {canvas, moodle} == set(done.exports)
+    rows = list(csv.reader(canvas.open(newline="")))
+    assert rows[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    assert rows[1][0] == "Points Possible"
+    column = next(i for i, title in enumerate(rows[0]) if title.startswith(LAB.assignment))
+    assert {row[2]: float(row[column]) for row in rows[2:]} == pytest.approx(csv_scores)
+    with moodle.open(newline="") as handle:
+        assert {row["ID number"]: float(row[LAB.assignment]) for row in csv.DictReader(handle)} == \
+            pytest.approx(csv_scores)
