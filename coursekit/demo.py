@@ -128,8 +128,12 @@ def run_demo(students=None, root=None, labs=course_config.LABS):
     for lab in labs:
         course.generate_feedback(root, lab.assignment)
 
-    _step(5, f"Export: nbgrader export -> {course_config.GRADES_CSV.name}")
+    _step(5, f"Export: nbgrader export -> {course_config.GRADES_CSV.name}; class reports -> reports/")
     course.export_grades(root, course_config.GRADES_CSV)
+    from coursekit.class_report import write_class_report
+
+    for lab in labs:
+        print(f" {write_class_report(root, lab.assignment)}")
 
     _step(6, "Autograded points per check (manually graded tasks wait in the formgrader)")
     as_expected = True
