@@ -104,8 +104,12 @@ def _figure_png(draw):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
     draw(axes)
+    if axes.get_ylabel() == "students":
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96)
