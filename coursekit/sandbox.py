@@ -423,7 +423,12 @@ def _npz_size(path):
         for member in archive.infolist():
             with archive.open(member) as handle:
                 version = np.lib.format.read_magic(handle)
-                shape, _, dtype = np.lib.format._read_array_header(handle, version)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                else:  # np.savez writes 1.0 (2.0 for very large headers); the child uses np.savez
+                    raise ValueError(f"unsupported .npy format version {version}")
                 if dtype.hasobject:
                     raise ValueError("object arrays are not accepted")
                 total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
