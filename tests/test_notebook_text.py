@@ -22,7 +22,7 @@ LAB1, LAB2, LAB3 = course_config.LAB1, course_config.LAB2, course_config.LAB3
 LABS = pytest.mark.parametrize("lab", course_config.LABS, ids=lambda lab: lab.assignment)
 ALL = tuple(lab.assignment for lab in course_config.LABS)
 NUMBER = r"([\d][\d,]*(?:\.\d+)?(?:e-?\d+)?)"
-BOLD_NUMBER = re.compile(r"\*\*\d[\d.,]*(?:e-?\d+)?(?: s| MB| min)?\*\*")
+BOLD_NUMBER = re.compile(r"\*\*\d(?:[\d.,]*\d)?(?:e-?\d+)?(?: s| MB| min)?\*\*")
 
 
 def rounded(value):
