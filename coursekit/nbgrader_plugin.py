@@ -84,6 +84,9 @@ class VerdictsPreprocessor(NbGraderPreprocessor):
         report = self.report(nb, resources)
         if report.problem:
             self.log.error("Hidden graders failed on %s: %s", resources["nbgrader"]["student"], report.problem)
+        if report.unfinished:
+            self.log.warning("Hidden graders stopped at their time limit on %s: %s",
+                             resources["nbgrader"]["student"], report.unfinished)
         for note in report.flags:  # suggestive evidence: the points stand, the instructor should look
             self.log.warning("For review, %s: %s", resources["nbgrader"]["student"], note)
         # The gradebook, not the submission's metadata, says which cells are autograder tests.
