@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all venv data kernel release demo test reference grade benchmark clean-demo
+.PHONY: all venv data kernel browser release demo test reference grade benchmark clean-demo
 
 all: test
 
@@ -50,7 +50,14 @@ release: data kernel
 demo: data kernel
 	$(PY) -m coursekit demo
 
-test: data kernel
+# A headless browser for the feedback-page tests (tests/test_feedback_pages.py; they skip without it).
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq >/dev/null && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || true; \
+	fi
+
+test: data kernel browser
 	$(PY) -m pytest
 
 reference: data kernel

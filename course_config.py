@@ -57,6 +57,7 @@ SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`)
 SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
 SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
+NOTEBOOK_OUTPUT_MAX_CHARS = 200_000  # longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note
 NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
 
 # The submitted model must be the student's own honest work (coursekit.checks.check_saved_model). Its

@@ -15,7 +15,7 @@ from nbgrader.preprocessors import (
 
 import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
-from coursekit.nbgrader_plugin import HiddenGraders, RestoreGradedCells
+from coursekit.nbgrader_plugin import CleanSubmission, HiddenGraders, RestoreGradedCells, SanitizeSubmission
 
 c = get_config()  # noqa: F821  (provided by nbgrader)
 
@@ -27,9 +27,11 @@ c.CourseDirectory.course_id = course_config.COURSE_ID
 c.Execute.timeout = course_config.NOTEBOOK_CELL_TIMEOUT_S
 c.Execute.allow_errors = True
 
-# Sanitizing a submission: nbgrader's own steps, plus the released cells' roles restored from the
+# Sanitizing a submission: junk metadata, non-text sources and hidden-test markers in student code
+# cleaned first (CleanSubmission), nbgrader's own steps, plus the released cells' roles restored from the
 # gradebook, so a test cell turned into an answer cell (or a duplicated grade id) is still graded.
 c.Autograde.sanitize_preprocessors = [
+    CleanSubmission,
     ClearOutput,
     DeduplicateIds,
     OverwriteKernelspec,
@@ -46,11 +48,15 @@ c.Autograde.autograde_preprocessors = [
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
+    SanitizeSubmission,
     HiddenGraders,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,
 ]
 
-# Feedback shows points and messages, never the hidden tests or the mark schemes.
-c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests, ClearMarkScheme]
+# Feedback shows points and messages, never the hidden tests or the mark schemes, and no active content
+# from the submission (no script, event handler or javascript output: SanitizeSubmission, first).
+c.GenerateFeedback.preprocessors = [SanitizeSubmission, GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests,
+                                    ClearMarkScheme]
+c.HTMLExporter.sanitize_html = True

@@ -89,7 +89,8 @@ def find_submissions(root, assignment):
 
 def report_to_dict(report):
     """A :class:`~coursekit.grading.GradingReport` as JSON-able data."""
-    return {"problem": report.problem, "flags": list(report.flags), "measurements": dict(report.measurements),
+    return {"problem": report.problem, "flags": list(report.flags), "unfinished": report.unfinished,
+            "measurements": dict(report.measurements),
             "checks": {grade_id: {"passed": result.passed, "message": result.message}
                        for grade_id, result in report.checks.items()}}
 
@@ -98,7 +99,7 @@ def report_from_dict(data):
     """The :class:`~coursekit.grading.GradingReport` that :func:`report_to_dict` wrote."""
     checks = {grade_id: CheckResult(grade_id, bool(entry["passed"]), entry["message"])
               for grade_id, entry in data.get("checks", {}).items()}
-    return GradingReport(checks, data.get("problem", ""), list(data.get("flags", [])),
+    return GradingReport(checks, data.get("problem", ""), list(data.get("flags", [])), data.get("unfinished", ""),
                          dict(data.get("measurements", {})))
 
 

@@ -21,9 +21,13 @@ comes from the graders' report only; nothing computed in the student's kernel is
 trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
 
 A problem caused by the submission (a notebook that is not valid JSON, a kernel that
-dies, a submission that takes longer than its lab's ``submission_timeout_s`` in course_config.py)
-is returned as ``result["problem"]``: every autograded check then scores 0 with that
-message. A failure of the worker itself (no kernel, other grading code, a protection of the
+dies) is returned as ``result["problem"]``: every autograded check then scores 0 with that
+message. Time is the student's problem too, but it costs only what it left ungraded: the
+graders get the lab's ``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole
+job), and the checks they finished keep their result while the others fail naming the limit
+(``report["unfinished"]``); the re-run stops at the same deadline, and a cell over its limit, or
+one that ignores SIGINT, shows why in the executed notebook
+(:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure of the worker itself (no kernel, other grading code, a protection of the
 sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
 :class:`GradingWorkerError`: nothing is recorded, and the next run tries again.
 """
@@ -111,12 +115,8 @@ def grade_submission(job):
             with ThreadPoolExecutor(max_workers=1) as side:
                 graders = side.submit(grade_notebook, notebook_path, job.assignment,
                                       timeout=min(grader_limit, timeout))
-                result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host)
+                result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
                 result["report"] = report_to_dict(graders.result())
-            if not result["problem"] and time.monotonic() > deadline:
-                result["problem"] = (f"Grading your submission took longer than {timeout:.0f} s, the limit per "
-                                     "submission. Make sure the notebook trains only briefly when "
-                                     "NBGRADER_EXECUTION is set, and submit again.")
             result["executed_notebook"] = notebook
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -141,8 +141,9 @@ def _read_notebook(path):
         return None, str(problem)
 
 
-def _run_quick_mode(notebook, folder, deadline, kernel_name, host):
+def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
     """Re-run ``notebook`` in place, as nbgrader autograde does; return a problem or ""."""
+    from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import DeadKernelError
     from nbgrader.utils import setenv
 
@@ -158,14 +159,25 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host):
     def cell_timeout(cell):  # nbgrader's per-cell limit, cut short by the limit of the whole submission
         return max(1, min(cell_limit, int(deadline - time.monotonic())))
 
-    executor = SandboxedExecute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name)
+    executor = SandboxedExecute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name,
+                                deadline=deadline, deadline_note=deadline_note(limit_s))
     try:
         with setenv(NBGRADER_EXECUTION="autograde"):
             executor.preprocess(notebook, {"metadata": {"path": str(folder)}})
     except DeadKernelError:
         return ("The notebook's kernel died while the notebook was re-run (it may have used too much "
                 "memory). Make sure it trains only briefly when NBGRADER_EXECUTION is set, and submit again.")
-    except Exception as error:
-        raise GradingWorkerError(f"Worker {host} could not re-run the notebook: {error!r}. Does it have the "
-                                 f"kit's Jupyter kernel '{kernel_name}' (make kernel)?") from error
+    except NoSuchKernel as error:
+        raise GradingWorkerError(f"Worker {host} has no Jupyter kernel '{kernel_name}' to re-run the notebook "
+                                 "in: install the kit's kernel there (make kernel).") from error
+    except Exception as error:  # a cell over its time, or one that ignores SIGINT, is handled by SandboxedExecute
+        raise GradingWorkerError(f"Worker {host} could not re-run the notebook: {error!r}.") from error
     return ""
+
+
+def deadline_note(seconds):
+    """The message of the first cell that the limit per submission left unrun."""
+    return (f"Your notebook's cells took more than {seconds:.0f} s together, the time limit for re-running a "
+            "whole submission, so this cell and the ones after it were not run. Make the notebook train only "
+            "briefly when NBGRADER_EXECUTION is set, and submit again. Your checks are graded by the hidden "
+            "graders all the same.")

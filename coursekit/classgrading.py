@@ -250,7 +250,7 @@ def _finish(future, submission, fingerprint, store, writer, summary, bar):
     result["fingerprint"] = fingerprint
     store.save(result)
     summary.graded.append(key)
-    problem = result["problem"] or result["report"]["problem"]
+    problem = result["problem"] or result["report"]["problem"] or result["report"].get("unfinished", "")
     if problem:
         summary.problems[key] = problem
         bar.write(f"problem {submission.student}/{submission.assignment}: {problem}")

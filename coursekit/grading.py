@@ -32,19 +32,24 @@ class CheckResult:
 class GradingReport:
     """All checks of one notebook; ``problem`` says why grading itself failed, if it did.
 
-    ``flags`` are notes for the instructor's review (suggestive evidence, points kept);
-    ``measurements`` the numbers the graders computed (e.g. ``saved_model_test_accuracy``).
+    ``flags`` are notes for the instructor's review (suggestive evidence, points kept).
+    ``unfinished`` is the student's message for the checks the graders' time limit left
+    ungraded (the checks in ``checks`` were graded before it and keep their result).
+    ``measurements`` are the numbers the graders computed (e.g. ``saved_model_test_accuracy``).
     """
 
     checks: dict
     problem: str = ""
     flags: list = field(default_factory=list)
+    unfinished: str = ""
     measurements: dict = field(default_factory=dict)
 
     def result_for(self, grade_id):
         """The result for ``grade_id``; a failed one with an explanation if there is none."""
         if grade_id in self.checks:
             return self.checks[grade_id]
+        if self.unfinished:
+            return CheckResult(grade_id, False, self.unfinished)
         why = self.problem or f"no hidden check is registered for grade id '{grade_id}'"
         return CheckResult(grade_id, False, f"This check could not be graded: {why}. "
                                             "Tell your instructor.")
@@ -94,24 +99,55 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
         process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return GradingReport({}, f"the hidden graders did not finish within {timeout} s")
+            timed_out, output = True, b""
         finally:  # also on Ctrl-C or any other exception: nothing of the graders' process group survives
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             process.stdout.close()
+        if timed_out:  # the checks finished before the limit keep their result; the others fail, saying why
+            data = _read_report(report_path)
+            checks = {grade_id: entry for grade_id, entry in data.get("checks", {}).items()
+                      if entry.get("complete") or "failed" in entry.get("tests", {}).values()}  # a failure is final
+            return GradingReport(_check_results(checks), flags=_flags(data), unfinished=time_limit_message(timeout),
+                                 measurements=_measurements(data))
         if not report_path.exists():
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             return GradingReport({}, "the hidden graders stopped without a report: " + " | ".join(tail))
-        data = json.loads(report_path.read_text(encoding="utf-8"))
-    checks = {
-        grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
-        for grade_id, entry in data.get("checks", {}).items()
-    }
-    flags = [_shorten(str(flag)) for flag in data.get("flags", []) if isinstance(flag, str)]
-    measurements = {str(name): float(value) for name, value in (data.get("measurements") or {}).items()
-                    if isinstance(value, (int, float))}
-    return GradingReport(checks, flags=flags, measurements=measurements)
+        data = _read_report(report_path)
+    return GradingReport(_check_results(data.get("checks", {})), flags=_flags(data), measurements=_measurements(data))
+
+
+def time_limit_message(seconds):
+    """What a check left ungraded by the graders' time limit says to the student."""
+    return (f"Not graded: the hidden graders reached their time limit of {seconds:.0f} s for your whole submission "
+            "before this check, and the checks graded before it keep their result. Your graded functions or your "
+            f"model are too slow: each call of a graded function may take at most {course_config.SANDBOX_CALL_TIMEOUT_S} s "
+            "and should take well under a second; keep the model within the lab's size, and submit again.")
+
+
+def _read_report(path):
+    """The graders' report file; {} when it is missing or unreadable (a run stopped before its first check)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _check_results(checks):
+    return {grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
+            for grade_id, entry in checks.items()}
+
+
+def _flags(data):
+    return [_shorten(str(flag)) for flag in data.get("flags", []) if isinstance(flag, str)]
+
+
+def _measurements(data):
+    return {str(name): float(value) for name, value in (data.get("measurements") or {}).items()
+            if isinstance(value, (int, float))}

@@ -40,11 +40,15 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError
+from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
+from traitlets import Dict, Float, Unicode
 
 import course_config
 from coursekit import sandbox
@@ -212,6 +216,19 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.scratch = None
 
 
+def _cell_limit_message():
+    return (f"This cell ran past the time limit and was interrupted: when your notebook is graded, each cell may "
+            f"run at most {course_config.NOTEBOOK_CELL_TIMEOUT_S} s. Make it train only briefly when the "
+            "environment variable NBGRADER_EXECUTION is set (the lab's instructions show how), and submit again.")
+
+
+def _unresponsive_message(seconds):
+    return (f"This cell ran past the time limit ({seconds} s) and did not stop when it was interrupted (does it "
+            "catch KeyboardInterrupt or ignore SIGINT?), so the notebook was stopped here and the cells after it "
+            "were not run. Let Ctrl-C stop your code, make it train only briefly when NBGRADER_EXECUTION is set, "
+            "and submit again. Your checks are graded by the hidden graders all the same.")
+
+
 class SandboxedExecute(Execute):
     """nbgrader's ``Execute``, with the kernel started by :class:`SandboxedKernelManager`.
 
@@ -219,7 +236,21 @@ class SandboxedExecute(Execute):
     ``c.Execute.kernel_manager_class`` in a configuration file; this subclass passes
     the sandboxed manager instead. Configuration for ``Execute`` (``timeout``, ...)
     applies to it as well.
+
+    Time is the student's problem, never a failure of grading: a cell over its limit is
+    interrupted and shows a message naming the limit (``error_on_timeout``); a cell that does
+    not stop when interrupted (it ignores SIGINT), or a notebook whose cells add up past
+    ``deadline``, ends the run there with a message in that cell, the kernel is killed, and
+    the later cells keep no outputs. The grade is not affected: it comes from the hidden graders.
     """
+
+    error_on_timeout = Dict(
+        default_value={"ename": "CellTimeoutError", "evalue": _cell_limit_message(),
+                       "traceback": [f"CellTimeoutError: {_cell_limit_message()}"]},
+        help="The error output of a cell that was interrupted at its time limit.").tag(config=True)
+    deadline = Float(0, help="time.monotonic() after which no further cell is started (0: no limit); "
+                             "class grading's limit per submission.")
+    deadline_note = Unicode("", help="The message shown in the first cell not run because of ``deadline``.")
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
@@ -229,9 +260,31 @@ class SandboxedExecute(Execute):
         # Run by nbgrader (resources["nbgrader"]): its course folder is the one being graded, whether or not
         # it holds an nbgrader_config.py. Elsewhere (class grading's worker) the kernel finds course folders.
         self._course_roots = ()
+        self.stopped = ""  # why the run ended before the last cell ("" when it did not)
         if isinstance(resources, dict) and "nbgrader" in resources:
             self._course_roots = (CourseDirectory(config=self.config).root,)
         return super().preprocess(nb, resources, km)
+
+    def preprocess_cell(self, cell, resources, index):
+        if self.stopped or cell.cell_type != "code":
+            return cell, self.resources
+        if self.deadline and time.monotonic() >= self.deadline:
+            self._stop(cell, self.deadline_note or "The time limit for the whole notebook was reached before "
+                       "this cell: it and the cells after it were not run.")
+            return cell, self.resources
+        limit = self._get_timeout(cell)
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except CellTimeoutError:  # interrupted at its limit, and still no answer: the kernel ignores SIGINT
+            self._stop(cell, _unresponsive_message(limit))
+            self.shutdown_kernel = "immediate"  # kill the busy kernel (its PID namespace) without waiting
+            return cell, self.resources
+
+    def _stop(self, cell, message):
+        self.stopped = message
+        self.log.warning("Re-execution stopped at cell %s: %s", cell.get("id", "?"), message)
+        cell.outputs.append(new_output("error", ename="GradingTimeLimit", evalue=message,
+                                       traceback=[f"GradingTimeLimit: {message}"]))
 
     def create_kernel_manager(self):
         manager = super().create_kernel_manager()

@@ -29,9 +29,11 @@ import nbformat
 from nbformat.v4 import new_output
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
+from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
-from traitlets import Unicode
+from traitlets import Any, List, Unicode
 
+import course_config
 from coursekit.class_results import ResultStore, result_report
 from coursekit.grading import grade_notebook
 
@@ -84,6 +86,9 @@ class VerdictsPreprocessor(NbGraderPreprocessor):
         report = self.report(nb, resources)
         if report.problem:
             self.log.error("Hidden graders failed on %s: %s", resources["nbgrader"]["student"], report.problem)
+        if report.unfinished:
+            self.log.warning("Hidden graders stopped at their time limit on %s: %s",
+                             resources["nbgrader"]["student"], report.unfinished)
         for note in report.flags:  # suggestive evidence: the points stand, the instructor should look
             self.log.warning("For review, %s: %s", resources["nbgrader"]["student"], note)
         # The gradebook, not the submission's metadata, says which cells are autograder tests.
@@ -202,3 +207,117 @@ class RestoreGradedCells(NbGraderPreprocessor):
             else:
                 meta.pop("points", None)
         return nb, resources
+
+
+HIDDEN_TEST_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's ClearHiddenTests delimiters
+
+
+class CleanSubmission(NbGraderPreprocessor):
+    """First sanitizing step: junk the student's editor could have put in nbgrader's way.
+
+    nbgrader's own steps assume well-formed metadata and crash on anything else, which leaves the
+    submission ungraded (or, in class grading, failing on every run). Before they run:
+
+    - ``metadata.nbgrader`` that is not a dict (a string, a list, a number), or whose grade id is
+      not a string, is dropped (the released cells' roles come back from the gradebook,
+      :class:`RestoreGradedCells`);
+    - a ``source`` that is not a string becomes one (a list of strings is joined, anything else is
+      dropped: the hidden graders say that the notebook is not in the Jupyter format);
+    - hidden-test markers (``### BEGIN HIDDEN TESTS``) in any cell are defused, so that feedback
+      never fails on an unmatched marker; the released test cells get their source, markers
+      included, back from the gradebook (``OverwriteCells``).
+
+    None of this changes a grade: the hidden graders read the submitted file itself.
+    """
+
+    def preprocess(self, nb, resources):
+        for index, cell in enumerate(nb.cells):
+            meta = cell.get("metadata")
+            if not isinstance(meta, dict):
+                cell["metadata"] = meta = nbformat.NotebookNode()
+            nbgrader = meta.get("nbgrader")
+            if "nbgrader" in meta and (not isinstance(nbgrader, dict) or not isinstance(nbgrader.get("grade_id", ""), str)):
+                self.log.warning("Cell %d: dropping nbgrader metadata that is not nbgrader's (%.60r)", index, nbgrader)
+                del meta["nbgrader"]
+            source = cell.get("source", "")
+            if not isinstance(source, str):
+                parts = source if isinstance(source, list) and all(isinstance(p, str) for p in source) else []
+                self.log.warning("Cell %d: its source is not text; %s", index, "joined" if parts else "dropped")
+                cell["source"] = source = "".join(parts)
+            for marker in HIDDEN_TEST_MARKERS:
+                source = source.replace(marker, marker.replace(" TESTS", "-TESTS (not a marker here)"))
+            cell["source"] = source
+        return nb, resources
+
+
+# What honest notebooks show (pandas tables, Markdown's HTML): no scripts, styles, frames, forms or handlers.
+SAFE_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "del", "details", "div", "em", "h1", "h2",
+             "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "small", "span",
+             "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"}
+SAFE_ATTRIBUTES = {"*": ["class", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
+                   "td": ["colspan", "rowspan", "align"], "th": ["colspan", "rowspan", "align"],
+                   "table": ["border"]}
+
+
+class SanitizeSubmission(SanitizeHTML):
+    """No active content from a submission in any page rendered from it, and no output beyond a bound.
+
+    nbconvert's ``SanitizeHTML`` (bleach): markdown and raw cells and ``text/html`` / ``text/markdown``
+    outputs keep only harmless tags and attributes (``<script>``, event handlers, ``javascript:``
+    links are escaped or dropped); any output type not known to be inert (``application/javascript``,
+    ``image/svg+xml``, widgets, ...) is removed. Locked markdown cells are left alone: sanitizing has
+    restored them from the gradebook, so they hold the instructor's text. Then every output is bounded: text over
+    ``course_config.NOTEBOOK_OUTPUT_MAX_CHARS`` characters is cut with a visible note, and an image
+    over that size is replaced by a note. In ``Autograde.autograde_preprocessors`` after the
+    re-execution (the autograded notebook, which formgrader renders for the instructor) and first in
+    ``GenerateFeedback.preprocessors`` (the student's page); see ``nbgrader_config.py``.
+    """
+
+    tags = List(Unicode(), default_value=sorted(SAFE_TAGS)).tag(config=True)
+    attributes = Any(default_value=SAFE_ATTRIBUTES).tag(config=True)
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        meta = cell.metadata.get("nbgrader")
+        if cell.cell_type != "code" and isinstance(meta, dict) and meta.get("locked"):
+            return cell, resources  # the instructor's text, put back from the gradebook by OverwriteCells
+        if cell.cell_type == "code":  # cut first, then sanitize: bleach closes what a cut left open
+            cell.outputs = [bounded_output(output) for output in cell.outputs]
+        result = super().preprocess_cell(cell, resources, cell_index)
+        return result if result else (cell, resources)
+
+
+def _cut_note(size):
+    return (f"\n[... output cut by the grader: it was {size:,} characters, more than the "
+            f"{course_config.NOTEBOOK_OUTPUT_MAX_CHARS:,} shown. Print a summary (shapes, a few values) instead.]")
+
+
+def bounded_output(output):
+    """``output`` with text over ``NOTEBOOK_OUTPUT_MAX_CHARS`` cut and large images replaced, each with a note."""
+    limit = course_config.NOTEBOOK_OUTPUT_MAX_CHARS
+
+    def cut(text):
+        text = "".join(text) if isinstance(text, list) else str(text)
+        return text if len(text) <= limit else text[:limit] + _cut_note(len(text))
+
+    if output.get("output_type") == "stream":
+        output["text"] = cut(output.get("text", ""))
+    elif output.get("output_type") == "error":
+        output["evalue"] = cut(output.get("evalue", ""))
+        traceback, kept = [], 0
+        for line in output.get("traceback", []):
+            if kept + len(line) > limit:
+                traceback.append(_cut_note(sum(len(l) for l in output["traceback"])))
+                break
+            traceback.append(line)
+            kept += len(line)
+        output["traceback"] = traceback
+    elif "data" in output:
+        data = output["data"]
+        for key in list(data):
+            if key.startswith("image/") and len(str(data[key])) > limit:
+                size = len(str(data.pop(key)))
+                data["text/plain"] = (f"[an image of {size:,} characters, over the grader's limit of {limit:,}, was "
+                                      "left out. Save smaller figures (fewer points, a lower dpi).]")
+            elif isinstance(data[key], (str, list)):
+                data[key] = cut(data[key])
+    return output

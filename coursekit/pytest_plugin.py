@@ -21,10 +21,11 @@ import pytest
 
 from coursekit.checks import GRADER_MEASUREMENTS, INSTRUCTOR_FLAGS, CheckFailed
 
-__all__ = ["pytest_addoption", "pytest_configure", "pytest_runtest_makereport",
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_collection_finish", "pytest_runtest_makereport",
            "pytest_sessionfinish", "notebook_path", "submission_dir", "fashion_mnist"]
 
 _OUTCOMES = pytest.StashKey[dict]()
+_COLLECTED = pytest.StashKey[dict]()  # grade id -> node ids of its tests
 
 
 def pytest_addoption(parser):
@@ -36,6 +37,14 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "grade_id(name): the nbgrader grade id this test scores")
     config.stash[_OUTCOMES] = {}
+    config.stash[_COLLECTED] = {}
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        marker = item.get_closest_marker("grade_id")
+        if marker is not None:
+            session.config.stash[_COLLECTED].setdefault(marker.args[0], set()).add(item.nodeid)
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +86,16 @@ def student_message(excinfo):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
+    _record_outcome(item, call, report)
+    if report.when == "teardown":  # the report so far: a run stopped at its time limit keeps the checks it finished
+        _write_report(item.config, finished=False)
+    return report
+
+
+def _record_outcome(item, call, report):
     marker = item.get_closest_marker("grade_id")
     if marker is None:
-        return report
+        return
     grade_id = marker.args[0]
     outcomes = item.config.stash[_OUTCOMES].setdefault(grade_id, {"tests": {}, "messages": []})
     if report.failed:
@@ -92,18 +108,28 @@ def pytest_runtest_makereport(item, call):
         outcomes["messages"].append(f"Not checked: {call.excinfo.value}")
     elif report.when == "call":
         outcomes["tests"].setdefault(item.nodeid, "passed")
-    return report
 
 
 def pytest_sessionfinish(session):
-    path = session.config.getoption("--report", default=None)
+    _write_report(session.config, finished=True)
+
+
+def _write_report(config, finished):
+    """``--report``: per grade id, passed only when every one of its tests ran and passed. ``complete`` says
+    whether all of a check's tests have run; ``finished`` whether the whole run ended (not stopped midway)."""
+    path = config.getoption("--report", default=None)
     if not path:
         return
     checks = {}
-    for grade_id, outcome in session.config.stash[_OUTCOMES].items():
+    collected = config.stash[_COLLECTED]
+    for grade_id, outcome in config.stash[_OUTCOMES].items():
+        complete = set(outcome["tests"]) >= collected.get(grade_id, set())
         passed = bool(outcome["tests"]) and all(v == "passed" for v in outcome["tests"].values())
-        checks[grade_id] = {"passed": passed, "messages": outcome["messages"], "tests": outcome["tests"]}
-    notebook = session.config.getoption("--notebook", default=None)
-    report = {"notebook": notebook, "checks": checks, "flags": list(INSTRUCTOR_FLAGS),
+        checks[grade_id] = {"passed": passed and complete, "complete": complete, "messages": outcome["messages"],
+                            "tests": outcome["tests"]}
+    notebook = config.getoption("--notebook", default=None)
+    report = {"notebook": notebook, "finished": finished, "checks": checks, "flags": list(INSTRUCTOR_FLAGS),
               "measurements": dict(GRADER_MEASUREMENTS)}
-    Path(path).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    partial = Path(path).with_name(Path(path).name + ".partial")
+    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    partial.replace(path)  # atomic: a run killed while writing leaves the previous report whole
