@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all venv data kernel browser release demo test reference grade benchmark clean-demo
+.PHONY: all venv data kernel browser release demo test reference grade benchmark calibrate-retraining clean-demo
 
 all: test
 
@@ -72,6 +72,11 @@ grade: data kernel
 # (README.md, Grading a whole class): writes benchmark.json. Run it on an idle machine.
 benchmark: data kernel
 	$(PY) -m coursekit.benchmark --out benchmark.json
+
+# The retraining check's calibration: the grader's recipe on honest and non-learning architectures of
+# Labs 1 and 2 (README.md, Measured results); set the bars in course_config.py from its table.
+calibrate-retraining: data
+	$(PY) benchmarks/retraining_calibration.py --out docs/measurements/retraining-calibration-$$(date +%F).json
 
 clean-demo:
 	rm -rf submitted autograded/demo_* feedback gradebook.db grades.csv .class_grading

@@ -56,6 +56,48 @@ def record_measurement(name, value):
     GRADER_MEASUREMENTS[name] = float(value)
 
 
+# Hidden inputs are drawn afresh for each grading (one pytest session of the graders) from a seed the
+# student cannot predict, and are the same for every check of that grading. COURSEKIT_GRADING_SEED
+# replays one grading (the instructor's, e.g. to investigate a complaint); students cannot set it.
+GRADING_SEED_ENV = "COURSEKIT_GRADING_SEED"
+_GRADING_SEED = []
+
+
+def grading_seed():
+    """This grading's seed: drawn once per process with :mod:`secrets` (or from COURSEKIT_GRADING_SEED)."""
+    import secrets
+
+    if not _GRADING_SEED:
+        replay = os.environ.get(GRADING_SEED_ENV, "").strip()
+        _GRADING_SEED.append(int(replay) if replay else secrets.randbits(63))
+    return _GRADING_SEED[0]
+
+
+def grading_rng(purpose):
+    """A random generator for one grader file's hidden inputs, deterministic within one grading.
+
+    ``purpose`` (e.g. the lab's name) gives each grader file its own stream.
+    """
+    digest = hashlib.sha256(f"{grading_seed()}:{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def random_history(rng, epochs=None):
+    """A training history as Keras writes it, drawn with ``rng``: loss falls, accuracy rises, with noise."""
+    epochs = int(rng.integers(4, 13)) if epochs is None else epochs
+    steps = np.arange(epochs)
+    history = {}
+    for key, start, end in (("loss", rng.uniform(1.2, 2.4), rng.uniform(0.2, 0.6)),
+                            ("val_loss", rng.uniform(1.2, 2.4), rng.uniform(0.3, 0.8))):
+        curve = end + (start - end) * np.exp(-steps / rng.uniform(1.0, 3.0)) + rng.normal(0, 0.02, epochs)
+        history[key] = [round(float(value), 4) for value in curve]
+    for key, start, end in (("accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.82, 0.95)),
+                            ("val_accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.78, 0.92))):
+        curve = end - (end - start) * np.exp(-steps / rng.uniform(1.0, 3.0)) + rng.normal(0, 0.01, epochs)
+        history[key] = [round(float(np.clip(value, 0.0, 1.0)), 4) for value in curve]
+    return history
+
+
 def lower_first(text):
     """``text`` with its first letter in lower case, for a subject in mid-sentence."""
     return text[:1].lower() + text[1:]
@@ -185,24 +227,137 @@ def retraining_score(model, data, settings):
                       lambda: brief_retraining(model, data, settings))
 
 
-def brief_retraining(model, data, settings, seed=None):
-    """Train ``model`` (freshly built) with the grader's fixed recipe; return its test accuracy.
+# Initializers the grader keeps when it rebuilds a student's architecture for retraining: Keras's own
+# random and simple ones, whose parameters are numbers. Any other (Constant with an array of trained
+# values, Identity, custom...) is replaced by the default of the layer's class.
+STANDARD_INITIALIZERS = frozenset({
+    "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
+    "RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling", "Orthogonal", "OrthogonalInitializer",
+    "Zeros", "Ones",
+})
 
-    The recipe (subset size, epochs, batch size, learning rate, seed) comes from
-    ``settings``, a lab's entry in course_config.py. The reference runs measure the
-    same function on the reference architecture, which is where the bar comes from.
+
+def _default_initializer(class_name, key):
+    """The default of ``key`` (e.g. "kernel_initializer") in keras.layers.``class_name``'s constructor."""
+    import inspect
+
+    import keras
+
+    layer_class = getattr(keras.layers, class_name, None)
+    try:
+        default = inspect.signature(layer_class.__init__).parameters[key].default
+    except (TypeError, ValueError, KeyError):
+        default = inspect.Parameter.empty
+    if default is inspect.Parameter.empty or default is None:
+        default = "zeros" if "bias" in key or "beta" in key or "mean" in key else (
+            "ones" if "gamma" in key or "variance" in key else "glorot_uniform")
+    return keras.initializers.serialize(keras.initializers.get(default))
+
+
+def _is_standard_initializer(config):
+    if isinstance(config, str):
+        return True  # a name such as "he_normal" names one of Keras's initializers
+    if not isinstance(config, dict):
+        return config is None
+    name = config.get("class_name")
+    if name in STANDARD_INITIALIZERS:
+        return True
+    value = (config.get("config") or {}).get("value")
+    return name == "Constant" and isinstance(value, (int, float))  # Constant(0.1), not Constant(array)
+
+
+def fresh_config(config, class_name=None):
+    """A copy of a Keras configuration in which every layer is trainable and every initializer standard.
+
+    What a build function could hand the grader to make its "fresh" model a trained one, closed:
+    ``trainable=False`` (on a layer or a whole model) and initializers that carry trained arrays
+    (``keras.initializers.Constant(trained_kernel)``; any non-standard initializer is replaced by
+    its layer class's default).
+    """
+    if isinstance(config, list):
+        return [fresh_config(item, class_name) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if "class_name" in config and isinstance(config.get("config"), dict):
+        class_name = config["class_name"]
+    fresh = {}
+    for key, value in config.items():
+        if key == "trainable":
+            fresh[key] = True
+        elif key.endswith("_initializer") and not _is_standard_initializer(value):
+            fresh[key] = _default_initializer(class_name, key)
+        else:
+            fresh[key] = fresh_config(value, class_name)
+    return fresh
+
+
+def fresh_model(model, seed):
+    """``model``'s architecture rebuilt from its configuration with fresh, trainable weights drawn under ``seed``.
+
+    The configuration is cleaned with :func:`fresh_config`; no weight of ``model`` is copied.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    config = fresh_config(json.loads(model.to_json()))
+    fresh = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    for layer in fresh._flatten_layers(include_self=True):
+        layer.trainable = True
+    return fresh
+
+
+def batch_norm_layers(model):
+    """The model's BatchNormalization layers, nested models flattened."""
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ == "BatchNormalization"]
+
+
+def recompute_batch_norm_statistics(model, images, batch_size=None):
+    """Set every BatchNormalization layer's moving mean and variance to the statistics of ``images``.
+
+    After a brief training the moving averages depend on the student's momentum (Keras's default
+    0.99 has hardly moved from its initial values after 125 steps). The grader evaluates on
+    statistics it computes itself: one forward pass in training mode over ``images`` with momentum 0,
+    so each layer's moving statistics become those of this batch, whatever momentum the student chose.
+    Nothing else changes (no gradient step). Returns the number of layers recomputed.
+    """
+    layers = batch_norm_layers(model)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        model(np.asarray(images, dtype="float32"), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def brief_retraining(model, data, settings, seed=None):
+    """Train ``model``'s architecture from fresh weights with the grader's recipe; return its test accuracy.
+
+    The architecture is rebuilt from its configuration with every layer trainable and every weight
+    drawn afresh (:func:`fresh_model`); after training, batch-norm statistics are recomputed on the
+    grader's training images (:func:`recompute_batch_norm_statistics`), so the score does not depend
+    on the student's momentum. The recipe (subset size, epochs, batch size, learning rate, seed) comes
+    from ``settings``, a lab's entry in course_config.py; its bar comes from
+    benchmarks/retraining_calibration.py (docs/measurements/).
     """
     import keras
 
     (x_train, y_train), (x_test, y_test) = data
     seed = settings.retrain_seed if seed is None else seed
-    keras.utils.set_random_seed(seed)
-    model = keras.models.clone_model(model)  # fresh weights drawn under the grader's seed
+    model = fresh_model(model, seed)
     model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     subset = balanced_subset(y_train, settings.retrain_train_size, seed)
-    model.fit(x_train[subset].astype("float32"), y_train[subset], epochs=settings.retrain_epochs,
+    x_subset = x_train[subset].astype("float32")
+    model.fit(x_subset, y_train[subset], epochs=settings.retrain_epochs,
               batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
+    statistics = np.random.default_rng(seed).choice(len(subset), min(settings.retrain_bn_images, len(subset)),
+                                                    replace=False)
+    recompute_batch_norm_statistics(model, x_subset[statistics])
     return accuracy(model, x_test.astype("float32"), y_test)
 
 
@@ -235,21 +390,60 @@ def find_line(axes, values):
 
 
 def check_history_panel(figure, history, panel, train_key, val_key):
-    """The history plot's ``panel`` shows both curves of ``history``, with axis labels and a legend."""
+    """The history plot's ``panel`` shows both curves of ``history``, with axis labels and a legend.
+
+    The panel must hold its own two curves of the history the function was given (the grader draws
+    several histories afresh for each grading), and not the other panel's: one panel with all four
+    curves next to an empty decoy panel does not count.
+    """
     axes = figure["axes"]
     expect(len(axes) >= 2, f"plot_history should draw two panels (loss and accuracy); it drew {len(axes)}.")
     holding = [ax for ax in axes if find_line(ax, history[train_key]) or find_line(ax, history[val_key])]
-    expect(holding, f"No panel shows the {panel} curves of the history it was given.")
-    ax = holding[0]
-    expect(find_line(ax, history[train_key]) and find_line(ax, history[val_key]),
-           f"The {panel} panel should show both the training and the validation curve "
-           f"(history['{train_key}'] and history['{val_key}']).")
+    expect(holding, f"No panel shows the {panel} curves of the history it was given: plot the values of the "
+                    "history argument.")
+    both = [ax for ax in holding if find_line(ax, history[train_key]) and find_line(ax, history[val_key])]
+    expect(both, f"The {panel} panel should show both the training and the validation curve "
+                 f"(history['{train_key}'] and history['{val_key}']).")
+    other_keys = ("accuracy", "val_accuracy") if panel == "loss" else ("loss", "val_loss")
+    own = [ax for ax in both if not any(find_line(ax, history[key]) for key in other_keys)]
+    expect(own, "Loss and accuracy should be drawn in two separate panels, each with its own two curves "
+                f"(the {panel} panel also shows the {'accuracy' if panel == 'loss' else 'loss'} curves).")
+    ax = own[0]
     expect(ax["xlabel"].strip() and ax["ylabel"].strip(), f"Label both axes of the {panel} panel.")
     expect(ax["legend"] and len(ax["legend"]) >= 2, f"The {panel} panel needs a legend naming its two curves.")
 
 
+def _without_comments(source):
+    """``source`` with its comments removed (a comment naming a figure draws nothing)."""
+    import io
+    import tokenize
+
+    try:
+        tokens = [token for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if token.type != tokenize.COMMENT]
+        return tokenize.untokenize(tokens)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return "\n".join(line.split("#", 1)[0] for line in source.splitlines())
+
+
+def _png_size(data):
+    """(width, height) of a base64-encoded PNG, (0, 0) when it is not one."""
+    import base64
+
+    try:
+        head = base64.b64decode("".join(data) if isinstance(data, list) else data)[:24]
+    except (ValueError, TypeError):
+        return 0, 0
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0, 0
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def _code_cells_with_images(notebook_path):
+    """[(code without comments, number of figures it drew)] of the notebook's code cells."""
     from coursekit.notebooks import NotebookProblem, read_submission
+
+    import course_config
 
     try:
         notebook = read_submission(notebook_path)
@@ -261,20 +455,52 @@ def _code_cells_with_images(notebook_path):
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
-        has_image = any("image/png" in (output.get("data") or {}) for output in cell.get("outputs", []))
-        cells.append((source, has_image))
+        images = sum(1 for output in cell.get("outputs", []) if isinstance(output, dict)
+                     and min(_png_size((output.get("data") or {}).get("image/png", ""))) >= course_config.FIGURE_MIN_PIXELS)
+        cells.append((_without_comments(source), images))
     return cells
 
 
+def _assign_figures(needs, capacity):
+    """The figures that cannot each get an image of their own: a bipartite matching of figures to images.
+
+    ``needs`` maps a figure's name to the cells whose code draws it; ``capacity`` is each cell's
+    number of images. Augmenting paths (the sizes are tiny).
+    """
+    slots = [(cell, k) for cell, count in enumerate(capacity) for k in range(count)]
+    owner = {}
+
+    def place(name, seen):
+        for slot in slots:
+            if slot[0] in needs[name] and slot not in seen:
+                seen.add(slot)
+                if slot not in owner or place(owner[slot], seen):
+                    owner[slot] = name
+                    return True
+        return False
+
+    return [name for name in needs if not place(name, set())]
+
+
 def check_figures_in_outputs(notebook_path, required):
-    """Each required figure (name -> regular expression for the code that draws it) is in the outputs."""
+    """Each required figure (name -> regular expression for the code that draws it) is in the outputs.
+
+    A figure counts when a code cell whose code (comments removed) matches its pattern has an image
+    in its outputs, and every required figure needs an image of its own: one small plot next to
+    comments or strings naming every figure shows at most one of them. The plotting functions
+    themselves are checked on the grader's data by their own checks.
+    """
     import re
 
     cells = _code_cells_with_images(notebook_path)
-    missing = [name for name, pattern in required.items()
-               if not any(has_image and re.search(pattern, source) for source, has_image in cells)]
+    needs = {name: {index for index, (source, images) in enumerate(cells) if images and re.search(pattern, source)}
+             for name, pattern in required.items()}
+    missing = [name for name, where in needs.items() if not where]
+    if not missing:
+        missing = _assign_figures(needs, [images for _, images in cells])
     expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
-                        "Run all cells before submitting, so the figures are saved in the notebook.")
+                        "Run all cells before submitting, so the figures are saved in the notebook "
+                        "(each figure drawn by its own code, not named in a comment).")
 
 
 # Checks that every lab runs on its model ---------------------------------------------------

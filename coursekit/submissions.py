@@ -196,6 +196,150 @@ def relu(x):
 '''
 
 
+def figures_named_in_comments(notebook):
+    """Keep no figure but one small plot, in a new cell whose comments name every required figure."""
+    image = None
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            if "image/png" in (output.get("data") or {}):
+                image = image or output
+            else:
+                kept.append(output)
+        cell["outputs"] = kept
+    notebook["cells"].append({
+        "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [copy.deepcopy(image)],
+        "source": ("# Figures: imshow grid of samples, activation derivative plot, plot_history(history),\n"
+                   "# confusion matrix, overfitting comparison, augmentation(images), plot_misclassified(...),\n"
+                   "# comparison chart\nfigure, ax = plt.subplots(1, 1, figsize=(1, 1))"),
+    })
+
+
+HISTORY_PLOT_OF_A_FIXED_HISTORY = """
+def plot_history(history):
+    \"\"\"Draws the history the grader used to pass, whatever it is given.\"\"\"
+    history = {"loss": [1.9, 1.2, 0.9, 0.7, 0.6, 0.55], "val_loss": [2.1, 1.4, 1.1, 1.0, 0.98, 1.02],
+               "accuracy": [0.41, 0.58, 0.69, 0.75, 0.79, 0.81], "val_accuracy": [0.37, 0.52, 0.63, 0.66, 0.68, 0.67]}
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, key in zip(panels, ("loss", "accuracy")):
+        axes.plot(history[key], label="training")
+        axes.plot(history["val_" + key], label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(key)
+        axes.legend()
+    return figure
+"""
+
+SPLIT_TAKING_THE_FIRST_IMAGES = """
+def split_validation(images, labels, val_fraction=0.1, seed=42):
+    \"\"\"The first images as validation data: no shuffle, the seed ignored.\"\"\"
+    count = int(round(len(images) * val_fraction))
+    return images[count:], labels[count:], images[:count], labels[:count]
+"""
+
+HISTORY_PLOT_ONE_PANEL_AND_DECOY = """
+def plot_history(history):
+    \"\"\"All four curves in one panel, and an empty labelled decoy panel next to it.\"\"\"
+    history = getattr(history, "history", history)
+    figure, (axes, decoy) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        axes.plot(history[key], label=key)
+    for panel, name in ((axes, "value"), (decoy, "accuracy")):
+        panel.plot([], [], label="training")
+        panel.plot([], [], label="validation")
+        panel.set_xlabel("epoch")
+        panel.set_ylabel(name)
+        panel.legend()
+    return figure
+"""
+
+# The answers that old feedback messages listed for the fixed hidden cases, returned from a table.
+CONV_ARITHMETIC_FROM_A_TABLE = """
+def conv_output_size(size, kernel_size, stride=1, padding="valid"):
+    \"\"\"Looks the answer up in the table the feedback once printed.\"\"\"
+    table = {(28, 3, 1, "valid"): 26, (28, 5, 2, "valid"): 12, (28, 3, 1, "same"): 28,
+             (28, 3, 2, "same"): 14, (7, 2, 2, "valid"): 3, (13, 4, 3, "same"): 5}
+    return table.get((size, kernel_size, stride, padding), 1)
+
+
+def conv_params(kernel_size, in_channels, filters, use_bias=True):
+    \"\"\"Looks the answer up in the table the feedback once printed.\"\"\"
+    table = {(3, 1, 32, True): 320, (3, 32, 64, True): 18_496, (5, 16, 8, False): 3_200}
+    return table.get((kernel_size, in_channels, filters, use_bias), 1)
+"""
+
+# Honest work written differently from the reference: it must pass every check.
+SPLIT_WITH_NUMPY_PER_CLASS = """
+def split_validation(images, labels, val_fraction=0.1, seed=42):
+    \"\"\"Per class, a seeded random share of the images goes to validation.\"\"\"
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        val_parts.append(rng.permutation(members)[:int(round(len(members) * val_fraction))])
+    val = np.sort(np.concatenate(val_parts))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return images[train], labels[train], images[val], labels[val]
+"""
+
+HISTORY_PLOT_PYPLOT_STYLE = """
+def plot_history(history):
+    \"\"\"pyplot's state machine, epochs from 0, panels one above the other.\"\"\"
+    if hasattr(history, "history"):
+        history = history.history
+    plt.figure(figsize=(6, 8))
+    for position, metric in enumerate(["loss", "accuracy"], start=1):
+        plt.subplot(2, 1, position)
+        plt.plot(history[metric], "o-", label="train " + metric)
+        plt.plot(history["val_" + metric], "s--", label="val " + metric)
+        plt.xlabel("Epoch")
+        plt.ylabel(metric.title())
+        plt.grid(True)
+        plt.legend(loc="best")
+    plt.tight_layout()
+    return plt.gcf()
+"""
+
+CNN_WITH_DEFAULT_BATCH_NORM = """
+def build_cnn_model(filters=(32, 64), dense_units=256, dropout_rate=0.25, dense_dropout_rate=0.5,
+                    augment=True):
+    \"\"\"The reference network with Keras's default BatchNormalization() (momentum 0.99), Sequential.\"\"\"
+    model = keras.Sequential([keras.Input(shape=(28, 28)), layers.Reshape((28, 28, 1)), layers.Rescaling(1 / 255)])
+    if augment:
+        model.add(build_augmentation())
+    for count in filters:
+        for _ in range(2):
+            model.add(layers.Conv2D(count, 3, padding="same", use_bias=False))
+            model.add(layers.BatchNormalization())
+            model.add(layers.Activation("relu"))
+        model.add(layers.MaxPooling2D())
+        model.add(layers.Dropout(dropout_rate))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(dense_units, use_bias=False))
+    model.add(layers.BatchNormalization())
+    model.add(layers.Activation("relu"))
+    model.add(layers.Dropout(dense_dropout_rate))
+    model.add(layers.Dense(10, activation="softmax"))
+    return model
+"""
+
+CONV_ARITHMETIC_WITH_MATH = """
+def conv_output_size(size, kernel_size, stride=1, padding="valid"):
+    \"\"\"With the padding written out, as in the lecture.\"\"\"
+    import math
+    if padding == "same":
+        return math.ceil(size / stride)
+    return math.floor((size - kernel_size) / stride) + 1
+
+
+def conv_params(kernel_size, in_channels, filters, use_bias=True):
+    weights = kernel_size * kernel_size * in_channels * filters
+    return int(weights + filters) if use_bias else int(weights)
+"""
+
+
 def _several(*edits):
     def edit(notebook):
         for one in edits:
@@ -278,6 +422,19 @@ LAB1_SUBMISSIONS = (
                frozenset({"test_saved_model"}), make_model=lambda path: train_on_test_set(path), in_demo=False),
     Submission("test_cnn_saved", "the saved model is Lab 2's convolutional network", frozenset({"test_saved_model"}),
                make_model=lambda path: copy_reference_model(course_config.LAB2, path), in_demo=False),
+    Submission("test_gamed_checks", "plot_history draws a fixed history whatever it is given; split_validation "
+               "takes the first images, ignoring the seed; the figures are named in comments next to one "
+               "small plot",
+               frozenset({"test_history_plot", "test_split_validation", "test_figures"}),
+               _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_OF_A_FIXED_HISTORY),
+                        lambda nb: replace_function(nb, "split_validation", SPLIT_TAKING_THE_FIRST_IMAGES),
+                        figures_named_in_comments),
+               in_demo=False),
+    Submission("test_honest_variants", "honest work written differently: a NumPy per-class split, a pyplot-style "
+               "history plot with the panels stacked", frozenset(),
+               _several(lambda nb: replace_function(nb, "split_validation", SPLIT_WITH_NUMPY_PER_CLASS),
+                        lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE)),
+               in_demo=False),
 )
 
 
@@ -457,6 +614,21 @@ LAB2_SUBMISSIONS = (
                make_model=lambda path: copy_reference_model(course_config.LAB1, path), in_demo=False),
     Submission("test_other_network_saved", "the saved model is a network build_cnn_model does not build",
                frozenset({"test_saved_model"}), make_model=other_network, in_demo=False),
+    Submission("test_gamed_plot_and_table", "one history panel with all four curves next to an empty decoy; "
+               "the conv arithmetic returned from a table of old answers",
+               frozenset({"test_history_plot", "test_conv_arithmetic"}),
+               _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_ONE_PANEL_AND_DECOY),
+                        lambda nb: replace_function(nb, "conv_output_size", CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[0]),
+                        lambda nb: replace_function(nb, "conv_params", CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[1])),
+               in_demo=False),
+    Submission("test_honest_variants", "honest work written differently: Keras's default batch-norm momentum in "
+               "a Sequential network, a pyplot-style history plot, the conv arithmetic with math.floor/ceil",
+               frozenset(),
+               _several(lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_DEFAULT_BATCH_NORM),
+                        lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE),
+                        lambda nb: replace_function(nb, "conv_output_size", CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[0]),
+                        lambda nb: replace_function(nb, "conv_params", CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[1])),
+               in_demo=False),
 )
 
 

@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
-from coursekit.checks import accuracy, expect, leaf_layers, remembered
+from coursekit.checks import (
+    accuracy, expect, fresh_model, leaf_layers, recompute_batch_norm_statistics, remembered,
+)
 
 # Filters of VGG16's 13 convolutional layers, in order (blocks of 2, 2, 3, 3, 3).
 VGG16_CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -109,16 +111,25 @@ def head_features(data, settings):
 
 
 def head_retraining(head, data, settings, seed=None):
-    """Train ``head`` (freshly initialised) on the grader's VGG16 features; return its test accuracy."""
+    """Train ``head`` from fresh, trainable weights on the grader's VGG16 features; return its test accuracy.
+
+    As in :func:`coursekit.checks.brief_retraining`: the head is rebuilt from its configuration with
+    every layer trainable and standard initializers (:func:`coursekit.checks.fresh_model`), and its
+    batch-norm statistics are recomputed on the grader's training features before it is evaluated.
+    (The VGG16 base is the grader's own, frozen ImageNet base: only the head is retrained.)
+    """
     import keras
 
     train, train_labels, test, test_labels = head_features(data, settings)
-    keras.utils.set_random_seed(settings.retrain_seed if seed is None else seed)
-    head = keras.models.clone_model(head)
+    seed = settings.retrain_seed if seed is None else seed
+    head = fresh_model(head, seed)
     head.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     head.fit(train, train_labels, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
              shuffle=True, verbose=0)
+    statistics = np.random.default_rng(seed).choice(len(train), min(settings.retrain_bn_images, len(train)),
+                                                    replace=False)
+    recompute_batch_norm_statistics(head, train[statistics])
     return accuracy(head, test, test_labels)
 
 

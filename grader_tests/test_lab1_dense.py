@@ -12,39 +12,53 @@ import pytest
 from course_config import LAB1
 from coursekit.checks import (
     DENSE_TYPE_LAYERS, check_figures_in_outputs, check_history_panel, check_retraining, close,
-    dense_layers, dropout_rates, expect, input_shape, layer_classes, lower_first, model_from_config,
-    output_activation, value_of,
+    dense_layers, dropout_rates, expect, grading_rng, input_shape, layer_classes, lower_first,
+    model_from_config, output_activation, random_history, value_of,
 )
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
 
-RNG = np.random.default_rng(20261123)
-
-# Hidden cases -----------------------------------------------------------------------
+# Hidden cases: drawn afresh for each grading from a seed the student cannot predict (the same for
+# every check of one grading; coursekit.checks.grading_rng).
+RNG = grading_rng("lab1_dense")
 PIXELS = RNG.integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
 PIXELS[0, 0, 0], PIXELS[0, 0, 1] = 0, 255
-TRAIN_IMAGES = RNG.normal(80.0, 30.0, size=(50, 28, 28)).astype(np.float32)
-OTHER_IMAGES = RNG.normal(140.0, 10.0, size=(20, 28, 28)).astype(np.float32)
+TRAIN_IMAGES = RNG.normal(RNG.uniform(60, 100), RNG.uniform(20, 40), size=(50, 28, 28)).astype(np.float32)
+OTHER_IMAGES = RNG.normal(RNG.uniform(120, 160), RNG.uniform(5, 15), size=(20, 28, 28)).astype(np.float32)
 SPLIT_COUNT, SPLIT_FRACTION = 200, 0.2
+SPLIT_N_VAL = int(round(SPLIT_COUNT * SPLIT_FRACTION))
 SPLIT_IMAGES = np.zeros((SPLIT_COUNT, 28, 28), dtype=np.uint8)
 SPLIT_IMAGES[:, 0, 0], SPLIT_IMAGES[:, 0, 1] = np.arange(SPLIT_COUNT) // 256, np.arange(SPLIT_COUNT) % 256
-SPLIT_LABELS = np.tile(np.arange(10, dtype=np.uint8), SPLIT_COUNT // 10)
+
+
+def _unordered_labels(rng):
+    """Ten balanced classes in a random order in which neither the first nor the last validation-sized
+    block is balanced: a split that takes the first or the last images cannot look stratified."""
+    while True:
+        labels = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), SPLIT_COUNT // 10))
+        blocks = (labels[:SPLIT_N_VAL], labels[-SPLIT_N_VAL:], labels[::SPLIT_COUNT // SPLIT_N_VAL])
+        if all(np.bincount(block, minlength=10).tolist() != [SPLIT_N_VAL // 10] * 10 for block in blocks):
+            return labels
+
+
+SPLIT_LABELS = _unordered_labels(RNG)
+SPLIT_SEED, SPLIT_OTHER_SEED = (int(seed) for seed in RNG.choice(10_000, size=2, replace=False))
 ACTIVATION_INPUT = np.concatenate([[-1000.0, -50.0, -1.0, 0.0, 1e-3, 2.5, 50.0, 1000.0], RNG.normal(0, 3, 24)])
-LARGE_LOGITS = np.array([1000.0, 1001.0, 1002.0])
+LARGE_LOGITS = np.array([1000.0, 1001.0, 1002.0]) + RNG.integers(0, 500)
 LOGIT_BATCH = np.vstack([RNG.normal(0, 50, size=(5, 10)), np.full((1, 10), -800.0)])
-HISTORY = {
-    "loss": [1.9, 1.2, 0.9, 0.7, 0.6, 0.55],
-    "val_loss": [2.1, 1.4, 1.1, 1.0, 0.98, 1.02],
-    "accuracy": [0.41, 0.58, 0.69, 0.75, 0.79, 0.81],
-    "val_accuracy": [0.37, 0.52, 0.63, 0.66, 0.68, 0.67],
-}
+# Several histories of different lengths: plot_history must draw the one it is given.
+HISTORIES = [random_history(RNG) for _ in range(3)]
 CUSTOM_UNITS = [64, 48, 32, 16]
 
 CALLS = [
     Call("scale_images", (PIXELS,), return_args=True),
     Call("standardize", (TRAIN_IMAGES, OTHER_IMAGES), returns="arrays"),
-    Call("split_validation", (SPLIT_IMAGES, SPLIT_LABELS), {"val_fraction": SPLIT_FRACTION, "seed": 7},
+    Call("split_validation", (SPLIT_IMAGES, SPLIT_LABELS), {"val_fraction": SPLIT_FRACTION, "seed": SPLIT_SEED},
          returns="arrays"),
+    Call("split_validation", (SPLIT_IMAGES, SPLIT_LABELS), {"val_fraction": SPLIT_FRACTION, "seed": SPLIT_SEED},
+         returns="arrays", name="split_same_seed"),
+    Call("split_validation", (SPLIT_IMAGES, SPLIT_LABELS),
+         {"val_fraction": SPLIT_FRACTION, "seed": SPLIT_OTHER_SEED}, returns="arrays", name="split_other_seed"),
     Call("relu", (ACTIVATION_INPUT,)),
     Call("sigmoid", (ACTIVATION_INPUT,)),
     Call("tanh", (ACTIVATION_INPUT,)),
@@ -52,7 +66,8 @@ CALLS = [
     Call("softmax", (LOGIT_BATCH,), name="softmax_batch"),
     Call("build_dense_model", returns="model"),
     Call("build_dense_model", kwargs={"hidden_units": CUSTOM_UNITS}, returns="model", name="build_custom"),
-    Call("plot_history", (HISTORY,), returns="figure"),
+    *[Call("plot_history", (history,), returns="figure", name=f"plot_history_{index}")
+      for index, history in enumerate(HISTORIES)],
 ]
 
 
@@ -112,12 +127,28 @@ def test_split_validation(student):
            "The two parts together should hold every image exactly once.")
     expect(np.array_equal(SPLIT_LABELS[train_ids], y_train) and np.array_equal(SPLIT_LABELS[val_ids], y_val),
            "Images and labels were separated: each label must stay with its image.")
+    expect(not np.array_equal(val_ids, np.arange(SPLIT_COUNT - n_val, SPLIT_COUNT))
+           and not np.array_equal(val_ids, np.arange(n_val)),
+           "The validation part should be a random sample, not simply the first or the last images.")
     expect(np.bincount(y_val, minlength=10).tolist() == [n_val // 10] * 10,
            "The validation part should keep the class proportions (stratify by label).")
-    expect(not np.array_equal(val_ids, np.arange(SPLIT_COUNT - n_val, SPLIT_COUNT)),
-           "The validation part should be a random sample, not simply the last images.")
 
 
+def _validation_ids(arrays):
+    expect(len(arrays) == 4, f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
+    images = arrays[2]
+    return sorted(images[:, 0, 0].astype(int) * 256 + images[:, 0, 1].astype(int))
+
+
+@pytest.mark.grade_id("test_split_validation")
+def test_split_validation_follows_its_seed(student):
+    first = _validation_ids(value_of(student["split_validation"]))
+    expect(first == _validation_ids(value_of(student["split_same_seed"])),
+           "split_validation gave different splits for the same seed: draw the split from the seed argument "
+           "(e.g. random_state=seed), so that it can be reproduced.")
+    expect(first != _validation_ids(value_of(student["split_other_seed"])),
+           "split_validation gave the same split for two different seeds: the seed argument should choose "
+           "the random split.")
 # Activation functions -------------------------------------------------------------------
 
 def _reference_sigmoid(x):
@@ -228,10 +259,11 @@ def test_retrained_architecture_learns(student_model, fashion_mnist):
 # Plots ----------------------------------------------------------------------------------------
 
 @pytest.mark.grade_id("test_history_plot")
+@pytest.mark.parametrize("index", range(len(HISTORIES)))
 @pytest.mark.parametrize("panel, train_key, val_key", [("loss", "loss", "val_loss"),
                                                        ("accuracy", "accuracy", "val_accuracy")])
-def test_history_panel(student, panel, train_key, val_key):
-    check_history_panel(value_of(student["plot_history"]), HISTORY, panel, train_key, val_key)
+def test_history_panel(student, index, panel, train_key, val_key):
+    check_history_panel(value_of(student[f"plot_history_{index}"]), HISTORIES[index], panel, train_key, val_key)
 
 
 REQUIRED_FIGURES = {

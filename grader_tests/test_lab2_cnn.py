@@ -12,50 +12,70 @@ import pytest
 from course_config import LAB2
 from coursekit.checks import (
     check_figures_in_outputs, check_history_panel, check_retraining, close, conv_layers,
-    dense_layers, downsampling_layers, expect, input_shape, layer_classes,
-    model_from_config, output_activation, value_of,
+    dense_layers, downsampling_layers, expect, grading_rng, input_shape, layer_classes,
+    model_from_config, output_activation, random_history, value_of,
 )
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
 
-RNG = np.random.default_rng(20261124)
-
-# Hidden cases -----------------------------------------------------------------------
+# Hidden cases: drawn afresh for each grading from a seed the student cannot predict (the same for
+# every check of one grading; coursekit.checks.grading_rng). Messages never list them with answers.
+RNG = grading_rng("lab2_cnn")
 PIXELS = RNG.integers(0, 256, size=(5, 28, 28)).astype(np.uint8)
 PIXELS[0, 0, 0], PIXELS[0, 0, 1] = 0, 255
-ODD_PIXELS = RNG.integers(0, 256, size=(3, 10, 12)).astype(np.uint8)
+ODD_PIXELS = RNG.integers(0, 256, size=(3, int(RNG.integers(8, 20)), int(RNG.integers(8, 20)))).astype(np.uint8)
 AUGMENTATION_LAYERS = {"RandomTranslation", "RandomZoom", "RandomContrast", "RandomFlip", "RandomRotation",
                        "RandomCrop", "RandomBrightness"}
-# (size, kernel_size, stride, padding) -> expected output size
-CONV_SIZES = [((28, 3, 1, "valid"), 26), ((28, 5, 2, "valid"), 12), ((28, 3, 1, "same"), 28),
-              ((28, 3, 2, "same"), 14), ((7, 2, 2, "valid"), 3), ((13, 4, 3, "same"), 5)]
-# (kernel_size, in_channels, filters, use_bias) -> expected number of weights
-CONV_PARAMS = [((3, 1, 32, True), 320), ((3, 32, 64, True), 18_496), ((5, 16, 8, False), 3_200)]
+
+
+def expected_conv_output_size(size, kernel, stride, padding):
+    """Keras's output size of a convolution along one axis."""
+    return -(-size // stride) if padding == "same" else (size - kernel) // stride + 1
+
+
+def _conv_size_cases(rng):
+    """(size, kernel_size, stride, padding) for every stride 1-3 with each padding, sizes that stride does
+    not divide among them, kernels 1-7."""
+    cases = []
+    for stride in (1, 2, 3):
+        for padding in ("valid", "same"):
+            kernel = int(rng.integers(1, 8))
+            size = int(rng.integers(kernel + stride, 64))
+            if stride > 1 and size % stride == 0:
+                size += 1
+            cases.append((size, kernel, stride, padding))
+    return cases
+
+
+CONV_SIZES = _conv_size_cases(RNG)
+# (kernel_size, in_channels, filters, use_bias): both with and without biases, one input channel among them.
+CONV_PARAMS = [(int(RNG.integers(1, 8)), 1, int(RNG.integers(2, 129)), True),
+               (int(RNG.integers(1, 8)), int(RNG.integers(2, 129)), int(RNG.integers(2, 129)), True),
+               (int(RNG.integers(1, 8)), int(RNG.integers(2, 129)), int(RNG.integers(2, 129)), False)]
 CUSTOM_FILTERS = [8, 16, 24]
-HISTORY = {
-    "loss": [1.5, 0.8, 0.6, 0.5, 0.45],
-    "val_loss": [1.2, 0.7, 0.55, 0.5, 0.52],
-    "accuracy": [0.52, 0.71, 0.79, 0.82, 0.84],
-    "val_accuracy": [0.6, 0.74, 0.8, 0.81, 0.8],
-}
+# Several histories of different lengths: plot_history must draw the one it is given.
+HISTORIES = [random_history(RNG) for _ in range(3)]
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-GRID_IMAGES = RNG.integers(0, 256, size=(12, 28, 28)).astype(np.uint8)
-GRID_TRUE = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 6])
-GRID_PREDICTED = np.array([0, 3, 2, 4, 4, 7, 0, 7, 8, 5, 6, 6])  # wrong at 1, 3, 5, 6, 9, 10
-GRID_WRONG = np.flatnonzero(GRID_TRUE != GRID_PREDICTED)
+GRID_SIZE = 12
+GRID_IMAGES = RNG.integers(0, 256, size=(GRID_SIZE, 28, 28)).astype(np.uint8)
+GRID_TRUE = RNG.integers(0, 10, GRID_SIZE)
+GRID_WRONG = np.sort(RNG.choice(GRID_SIZE, 6, replace=False))  # where the prediction is wrong
+GRID_PREDICTED = GRID_TRUE.copy()
+GRID_PREDICTED[GRID_WRONG] = (GRID_TRUE[GRID_WRONG] + RNG.integers(1, 10, len(GRID_WRONG))) % 10
 GRID_COUNT = 4
 
 CALLS = [
     Call("prepare_images", (PIXELS,), return_args=True),
     Call("prepare_images", (ODD_PIXELS,), name="prepare_odd_size"),
     Call("build_augmentation", returns="model"),
-    *[Call("conv_output_size", args, name=f"conv_output_size_{index}") for index, (args, _) in enumerate(CONV_SIZES)],
+    *[Call("conv_output_size", args, name=f"conv_output_size_{index}") for index, args in enumerate(CONV_SIZES)],
     *[Call("conv_params", args[:3], {"use_bias": args[3]}, name=f"conv_params_{index}")
-      for index, (args, _) in enumerate(CONV_PARAMS)],
+      for index, args in enumerate(CONV_PARAMS)],
     Call("build_cnn_model", returns="model"),
     Call("build_cnn_model", kwargs={"filters": CUSTOM_FILTERS}, returns="model", name="build_custom"),
-    Call("plot_history", (HISTORY,), returns="figure"),
+    *[Call("plot_history", (history,), returns="figure", name=f"plot_history_{index}")
+      for index, history in enumerate(HISTORIES)],
     Call("plot_misclassified", (GRID_IMAGES, GRID_TRUE, GRID_PREDICTED, CLASS_NAMES), returns="figure"),
     Call("plot_misclassified", (GRID_IMAGES, GRID_TRUE, GRID_PREDICTED, CLASS_NAMES), {"count": GRID_COUNT},
          returns="figure", name="plot_misclassified_few"),
@@ -113,22 +133,24 @@ def test_augmentation_layers(student):
 @pytest.mark.grade_id("test_conv_arithmetic")
 @pytest.mark.parametrize("index", range(len(CONV_SIZES)))
 def test_conv_output_size(student, index):
-    (size, kernel, stride, padding), expected = CONV_SIZES[index]
+    size, kernel, stride, padding = CONV_SIZES[index]
     got = value_of(student[f"conv_output_size_{index}"])
-    expect(np.ndim(got) == 0 and int(got) == expected,
-           f"conv_output_size gave {got} for a {size}-pixel input, a {kernel}x{kernel} kernel, stride {stride} "
-           f"and padding '{padding}'; the output has {expected} pixels.")
+    rule = ("with 'same' padding the output has ceil(size / stride) pixels" if padding == "same" else
+            "with 'valid' padding the output has floor((size - kernel_size) / stride) + 1 pixels")
+    expect(np.ndim(got) == 0 and int(got) == expected_conv_output_size(size, kernel, stride, padding),
+           f"conv_output_size is wrong for stride {stride} with '{padding}' padding ({rule}).")
 
 
 @pytest.mark.grade_id("test_conv_arithmetic")
 @pytest.mark.parametrize("index", range(len(CONV_PARAMS)))
 def test_conv_params(student, index):
-    (kernel, channels, filters, use_bias), expected = CONV_PARAMS[index]
+    kernel, channels, filters, use_bias = CONV_PARAMS[index]
     got = value_of(student[f"conv_params_{index}"])
+    expected = kernel * kernel * channels * filters + (filters if use_bias else 0)
     expect(np.ndim(got) == 0 and int(got) == expected,
-           f"conv_params gave {got} for Conv2D({filters}, {kernel}) on {channels} input channels with "
-           f"use_bias={use_bias}; the layer has {expected:,} weights (a kernel per filter and input channel, "
-           "plus one bias per filter).")
+           f"conv_params is wrong {'with' if use_bias else 'without'} biases"
+           f"{' on a single input channel' if channels == 1 else ''}: a Conv2D layer has a kernel per filter and "
+           f"input channel{', plus one bias per filter' if use_bias else ' (use_bias=False: no biases)'}.")
 
 
 # Architecture ---------------------------------------------------------------------------
@@ -195,10 +217,11 @@ def test_retrained_architecture_learns(student_model, fashion_mnist):
 # Plots ----------------------------------------------------------------------------------------
 
 @pytest.mark.grade_id("test_history_plot")
+@pytest.mark.parametrize("index", range(len(HISTORIES)))
 @pytest.mark.parametrize("panel, train_key, val_key", [("loss", "loss", "val_loss"),
                                                        ("accuracy", "accuracy", "val_accuracy")])
-def test_history_panel(student, panel, train_key, val_key):
-    check_history_panel(value_of(student["plot_history"]), HISTORY, panel, train_key, val_key)
+def test_history_panel(student, index, panel, train_key, val_key):
+    check_history_panel(value_of(student[f"plot_history_{index}"]), HISTORIES[index], panel, train_key, val_key)
 
 
 def _image_panels(figure):

@@ -12,8 +12,8 @@ import pytest
 
 from course_config import LAB3
 from coursekit.checks import (
-    check_figures_in_outputs, close, dense_layers, expect, find_line, input_shape, model_from_config,
-    output_activation, value_of,
+    check_figures_in_outputs, close, dense_layers, expect, find_line, grading_rng, input_shape,
+    model_from_config, output_activation, random_history, value_of,
 )
 from coursekit.data import vgg16_weights_file
 from coursekit.kernel_sandbox import sandbox_readable_file
@@ -24,16 +24,15 @@ from coursekit.vgg16 import (
     imagenet_conv_weights, preprocessed, vgg16_conv_layers,
 )
 
-RNG = np.random.default_rng(20261125)
-
-# Hidden cases -----------------------------------------------------------------------
+# Hidden cases: drawn afresh for each grading from a seed the student cannot predict (the same for
+# every check of one grading; coursekit.checks.grading_rng).
+RNG = grading_rng("lab3_vgg16")
 PIXELS = RNG.integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
 PADDED_SIZES = (32, 36)
 RESIZED_SIZE = 48
-HEAD_HISTORY = {"loss": [0.9, 0.5, 0.42], "val_loss": [0.6, 0.48, 0.45],
-                "accuracy": [0.7, 0.83, 0.86], "val_accuracy": [0.8, 0.84, 0.85]}
-FINE_HISTORY = {"loss": [0.3, 0.25], "val_loss": [0.33, 0.31],
-                "accuracy": [0.89, 0.91], "val_accuracy": [0.88, 0.9]}
+# Two (head, fine-tuning) history pairs of different lengths: the plot must draw the ones it is given.
+STAGE_HISTORIES = [(random_history(RNG, int(RNG.integers(3, 7))), random_history(RNG, int(RNG.integers(2, 5))))
+                   for _ in range(2)]
 
 
 def _calls(weights):
@@ -45,7 +44,8 @@ def _calls(weights):
         Call("load_vgg16_base", kwargs={"image_size": 32, "weights": weights}, returns="model_weights"),
         Call("build_transfer_model", kwargs={"weights": weights}, returns="model"),
         Call("build_classifier_head", ((1, 1, 512),), returns="model"),
-        Call("plot_fine_tuning_history", (HEAD_HISTORY, FINE_HISTORY), returns="figure"),
+        *[Call("plot_fine_tuning_history", pair, returns="figure", name=f"plot_fine_tuning_history_{index}")
+          for index, pair in enumerate(STAGE_HISTORIES)],
     ]
 
 
@@ -221,9 +221,11 @@ def _panel_shows(ax, head, fine):
 
 
 @pytest.mark.grade_id("test_fine_tuning_plot")
+@pytest.mark.parametrize("index", range(len(STAGE_HISTORIES)))
 @pytest.mark.parametrize("panel", ["loss", "accuracy"])
-def test_fine_tuning_panel(student, panel):
-    figure = value_of(student["plot_fine_tuning_history"])
+def test_fine_tuning_panel(student, index, panel):
+    HEAD_HISTORY, FINE_HISTORY = STAGE_HISTORIES[index]
+    figure = value_of(student[f"plot_fine_tuning_history_{index}"])
     axes = figure["axes"]
     expect(len(axes) >= 2, f"plot_fine_tuning_history should draw two panels (loss and accuracy); it drew "
                            f"{len(axes)}.")

@@ -28,6 +28,9 @@ EXPECTED_MESSAGES = {
         "test_flat_input": "raw 28×28 images",
         "test_trained_on_test_set": "more accurate on the test images",
         "test_cnn_saved": "contains Conv2D",
+        "test_gamed_checks": {"test_history_plot": "curves of the history it was given",
+                              "test_split_validation": "not simply the first or the last images",
+                              "test_figures": "lack these figures"},
     },
     LAB2.assignment: {
         "demo_dense_only": {"test_architecture": "at least 2 convolutional layers (Conv2D); it has 0",
@@ -46,6 +49,8 @@ EXPECTED_MESSAGES = {
                             "test_misclassified_plot": "should show those 6"},
         "test_dense_saved": "at least 2 convolutional layers (Conv2D); it has 0",
         "test_other_network_saved": "is not a network that your build_cnn_model builds",
+        "test_gamed_plot_and_table": {"test_history_plot": "two separate panels",
+                                      "test_conv_arithmetic": "conv_output_size is wrong for stride"},
     },
     LAB3.assignment: {
         "demo_base_not_frozen": "the VGG16 base must be frozen",
