@@ -192,7 +192,7 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
     notebook = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("import time\ntime.sleep(60)"),
                                    new_code_cell("print('after')")])
     result = grade_submission(job_for({LAB.notebook: nbformat.writes(notebook).encode()}, timeout=5))
-    assert result["seconds"] < 40  # the sleeping cell was cut short, not waited for
+    assert result["seconds"] < 60  # the 60-second cell was cut short, not waited for (however loaded the machine)
     assert result["problem"] == ""  # not a broken submission: the graders' verdicts (here: none in time) decide
     assert "time limit of 5 s" in result["report"]["unfinished"]  # the hidden graders were stopped too
     assert not result["report"]["checks"]

@@ -394,7 +394,7 @@ def test_re_execution_is_refused_when_isolation_is_required(strict_isolation, tm
     with pytest.raises(RuntimeError, match="no user 'no-such-user-here'"):
         SandboxedExecute(kernel_name="python3").preprocess(notebook, {"metadata": {"path": str(tmp_path)}})
     with pytest.raises(GradingWorkerError, match="will not re-run the notebook.*no-such-user-here"):
-        _run_quick_mode(notebook, tmp_path, float("inf"), "python3", "this-host")
+        _run_quick_mode(notebook, tmp_path, float("inf"), "python3", "this-host", 600)
     assert not notebook.cells[0].outputs
 
 
