@@ -195,7 +195,9 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
     assert result["seconds"] < 60  # the 60-second cell was cut short, not waited for (however loaded the machine)
     assert result["problem"] == ""  # not a broken submission: the graders' verdicts (here: none in time) decide
     assert "time limit of 5 s" in result["report"]["unfinished"]  # the hidden graders were stopped too
-    assert not result["report"]["checks"]
+    # Whatever the graders finished in those 5 s (how much depends on the machine's load) fails: the
+    # notebook defines none of the graded functions; the rest is named as left by the limit.
+    assert all(not check["passed"] for check in result["report"]["checks"].values())
     executed = result["executed_notebook"]
     assert "time limit" in json.dumps(executed.cells[1].outputs)
 
