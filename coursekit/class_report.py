@@ -150,10 +150,9 @@ def _figures(numbers, settings):
     return figures
 
 
-def render(assignment, rows):
-    """The report page as an HTML string."""
+def render(assignment, numbers):
+    """The report page, as an HTML string, from :func:`summary`'s numbers."""
     settings = course_config.lab_settings(assignment)
-    numbers = summary(rows)
     figures = _figures(numbers, settings)
     escape = html.escape
     parts = [
@@ -208,8 +207,8 @@ def write_class_report(root, assignment):
     folder = Path(root) / REPORTS_FOLDER
     folder.mkdir(mode=0o750, exist_ok=True)
     close_to_others([folder])  # it names students and their scores
-    rows = class_rows(root, assignment)
+    numbers = summary(class_rows(root, assignment))
     path = folder / f"{assignment}.html"
-    path.write_text(render(assignment, rows), encoding="utf-8")
-    (folder / f"{assignment}.json").write_text(json.dumps(summary(rows), indent=1), encoding="utf-8")
+    path.write_text(render(assignment, numbers), encoding="utf-8")
+    (folder / f"{assignment}.json").write_text(json.dumps(numbers, indent=1), encoding="utf-8")
     return path

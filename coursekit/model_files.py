@@ -18,6 +18,7 @@ never load a submitted model in their own process:
 """
 
 import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -96,8 +97,6 @@ def read_model_file(path):
            f"{course_config.SUBMITTED_MODEL_MAX_MB} MB. {_fix_hint()}")
     content = path.read_bytes()
     try:
-        import io
-
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = archive.infolist()
             names = [member.filename for member in members]
