@@ -10,9 +10,13 @@ cleared) with nbclient, then writes into ``reference_solution/<lab>/``:
 - ``results.json``: test accuracy per seed, mean and spread, seconds, hardware,
   Keras backend and versions, and the grader's brief retraining of the reference
   architecture (which the retraining bar in course_config.py is derived from).
+
+Every seed is recorded as soon as it finishes, and an interrupted run resumes
+(:func:`run_reference`).
 """
 
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -137,32 +141,30 @@ def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
             "mean": round(statistics.mean(scores), 4)}
 
 
-def run_reference(settings, seeds):
-    """Run the reference notebook once per seed and record everything in reference_solution/."""
+def source_digest(notebook):
+    """sha256 of the code a reference run executes: its code cells, in order."""
+    code = "\n# ---- cell ----\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def _finished_seed(folder, digest):
+    """The record of a seed already run from this source code (``runs/seed-N/record.json``), or None."""
+    try:
+        record = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("source_digest") == digest else None
+
+
+def _write_results(lab_dir, settings, seeds, runs, retraining):
     import keras
 
-    lab_dir = course_config.REFERENCE_DIR / settings.assignment
-    runs_dir = lab_dir / "runs"
-    notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
-    runs = []
-    for index, seed in enumerate(seeds):
-        folder = runs_dir / f"seed-{seed}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        print(f"[reference] {settings.assignment}: seed {seed} ({index + 1}/{len(seeds)})", flush=True)
-        start = time.perf_counter()
-        executed = execute(notebook, folder, seed)
-        record = {"seed": seed, **results_line(executed),
-                  "notebook_seconds": round(time.perf_counter() - start, 1)}
-        print(f"[reference]   {json.dumps(record)}", flush=True)
-        runs.append(record)
-        if index == 0:
-            nbformat.write(executed, lab_dir / settings.notebook)
-            shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
     accuracies = [run["test_accuracy"] for run in runs]
     results = {
         "lab": settings.assignment,
-        "command": "make reference",
+        "command": f"python -m coursekit reference {settings.assignment}",
+        "complete": len(runs) == len(seeds),
+        "seeds_planned": list(seeds),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": hardware(),
         "keras_backend": keras.backend.backend(),
@@ -171,10 +173,64 @@ def run_reference(settings, seeds):
         "test_accuracy_mean": round(statistics.mean(accuracies), 4),
         "test_accuracy_std": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0,
         "test_accuracy_min": round(min(accuracies), 4),
-        "kept": {"seed": seeds[0], "notebook": settings.notebook, "model": settings.model_file},
-        "grader_retraining": calibrate_retraining(lab_dir / settings.model_file, settings),
+        "kept": {"seed": runs[0]["seed"], "notebook": settings.notebook, "model": settings.model_file},
+        "grader_retraining": retraining,
     }
-    (lab_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    previous = lab_dir / "results.json"
+    if previous.exists():  # measurements added by other commands (e.g. the retraining calibration) stay
+        for key, value in json.loads(previous.read_text(encoding="utf-8")).items():
+            if key.startswith("grader_retraining_") and key not in results:
+                results[key] = value
+    previous.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def run_reference(settings, seeds):
+    """Run the reference notebook once per seed and record everything in reference_solution/.
+
+    Each seed runs in ``runs/seed-N/``. When it finishes, its record goes to ``runs/seed-N/record.json``
+    and ``results.json`` is rewritten with the seeds finished so far (``"complete": false`` until the
+    last), so a long run can be committed seed by seed; the first seed's executed notebook and model
+    are copied next to it as soon as they exist. Run again after an interruption: seeds finished from
+    the same source code are kept, and an interrupted seed resumes in its folder (the notebook's
+    ``keras.callbacks.BackupAndRestore`` continues its training from the last finished epoch).
+    """
+    lab_dir = course_config.REFERENCE_DIR / settings.assignment
+    runs_dir = lab_dir / "runs"
+    notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
+    digest = source_digest(notebook)
+    runs = []
+    for index, seed in enumerate(seeds):
+        folder = runs_dir / f"seed-{seed}"
+        record = _finished_seed(folder, digest)
+        if record is not None:
+            print(f"[reference] {settings.assignment}: seed {seed} already run from this source: kept", flush=True)
+        else:
+            if folder.exists() and not (folder / "training_backup").is_dir():
+                shutil.rmtree(folder)  # nothing to resume from
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"[reference] {settings.assignment}: seed {seed} ({index + 1}/{len(seeds)})", flush=True)
+            load_before = round(os.getloadavg()[0], 2)
+            start = time.perf_counter()
+            executed = execute(notebook, folder, seed)
+            record = {"seed": seed, **results_line(executed),
+                      "notebook_seconds": round(time.perf_counter() - start, 1),
+                      "load_average_before": load_before, "load_average_after": round(os.getloadavg()[0], 2),
+                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "source_digest": digest}
+            nbformat.write(executed, folder / settings.notebook)
+            (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            print(f"[reference]   {json.dumps(record)}", flush=True)
+        runs.append(record)
+        if index == 0:  # the kept seed: its notebook, its model, and the grader's retraining of its architecture
+            shutil.copyfile(folder / settings.notebook, lab_dir / settings.notebook)
+            shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
+            retraining = record.get("grader_retraining") or calibrate_retraining(lab_dir / settings.model_file, settings)
+            record["grader_retraining"] = retraining
+            (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        _write_results(lab_dir, settings, seeds, [{k: v for k, v in run.items() if k != "grader_retraining"}
+                                                  for run in runs], retraining)
+    results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
     shutil.rmtree(runs_dir, ignore_errors=True)
     print(f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
           f"± {results['test_accuracy_std']:.4f} over seeds {list(seeds)}", flush=True)

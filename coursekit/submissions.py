@@ -562,7 +562,7 @@ def conv_params(kernel_size, in_channels, filters, use_bias=True):
 '''
 
 AUGMENTATION_WITHOUT_RANDOM_LAYERS = '''
-def build_augmentation(translation=0.1, zoom=0.1, contrast=0.1):
+def build_augmentation(max_shift=2, flip=True, noise=0.0):
     """Changes nothing."""
     return keras.Sequential([layers.Identity()], name="augmentation")
 '''
