@@ -60,6 +60,12 @@ SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (th
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
 NOTEBOOK_OUTPUT_MAX_CHARS = 200_000  # longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note
 NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
+# Files of a submission folder besides the notebook and the model file (coursekit.submission_files): what is
+# graded, copied into autograded/ and feedback/ and sent to class-grading workers. The rest is left out with a
+# note in the feedback. Links are never followed. The labs need no extra file (timestamp.txt is 32 bytes).
+SUBMISSION_EXTRA_FILE_MAX_MB = 10   # largest extra file
+SUBMISSION_EXTRA_TOTAL_MAX_MB = 20  # all extra files together
+SUBMISSION_EXTRA_MAX_FILES = 50     # number of extra files
 
 # The submitted model must be the student's own honest work (coursekit.checks.check_saved_model). Its
 # accuracy on training images the grader draws is compared with its test accuracy: a model trained on

@@ -25,6 +25,7 @@ from pathlib import Path
 import course_config
 from coursekit.grading import CheckResult, GradingReport, grader_file
 from coursekit.sandbox import close_to_others
+from coursekit.submission_files import select_files
 
 # The kit's files that decide a grade, relative to course_config.ROOT: a change to any of them
 # (a grader, a check, a bar, the worker) makes every submission be regraded on the next run.
@@ -65,16 +66,29 @@ class Submission:
         lab = course_config.lab_settings(self.assignment)
         return Path(self.root) / "source" / self.assignment / lab.notebook
 
+    def selection(self):
+        """Which submitted files are graded and sent (:func:`coursekit.submission_files.select_files`)."""
+        return select_files(self.folder, self.assignment)
+
     def files(self):
-        """Every submitted file: ``{relative path: bytes}``, sorted by path."""
-        paths = sorted(path for path in self.folder.rglob("*") if path.is_file())
-        return {path.relative_to(self.folder).as_posix(): path.read_bytes() for path in paths}
+        """The submitted files that are graded: ``{relative path: bytes}``, sorted by path.
+
+        Only what :meth:`selection` keeps is read: never a link, extra files within the limits
+        of course_config.py; :meth:`left_out` says what was not.
+        """
+        return {name: (self.folder / name).read_bytes() for name in self.selection().kept}
+
+    def left_out(self):
+        """Notes for the student on the files that were not graded or copied (empty when none)."""
+        return self.selection().notes()
 
     def fingerprint(self, files=None):
-        """sha256 of the submitted files, the source notebook and the grading code."""
+        """sha256 of the submitted files (those graded, and the notes on the others), the source notebook and
+        the grading code."""
         files = self.files() if files is None else files
         extra = [("source notebook", self.source_notebook.read_bytes()),
-                 ("grading code", code_digest(self.assignment).encode())]
+                 ("grading code", code_digest(self.assignment).encode()),
+                 ("left out", "\n".join(self.left_out()).encode())]
         return _digest([("submitted/" + name, content) for name, content in files.items()] + extra)
 
 
