@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellTimeoutError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
@@ -229,6 +229,15 @@ def _unresponsive_message(seconds):
             "and submit again. Your checks are graded by the hidden graders all the same.")
 
 
+def dead_kernel_message():
+    """The message of the cell during which the re-run's kernel died."""
+    return ("The notebook's kernel died while this cell ran (it may have used more memory than the "
+            f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own process), so "
+            "the notebook was stopped here and the cells after it were not run. Make it train only briefly when "
+            "NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by the hidden "
+            "graders all the same.")
+
+
 class SandboxedExecute(Execute):
     """nbgrader's ``Execute``, with the kernel started by :class:`SandboxedKernelManager`.
 
@@ -241,7 +250,8 @@ class SandboxedExecute(Execute):
     interrupted and shows a message naming the limit (``error_on_timeout``); a cell that does
     not stop when interrupted (it ignores SIGINT), or a notebook whose cells add up past
     ``deadline``, ends the run there with a message in that cell, the kernel is killed, and
-    the later cells keep no outputs. The grade is not affected: it comes from the hidden graders.
+    the later cells keep no outputs. A kernel that dies during a cell (memory, a crash,
+    ``os._exit``) ends the run the same way. The grade is not affected: it comes from the hidden graders.
     """
 
     error_on_timeout = Dict(
@@ -279,12 +289,15 @@ class SandboxedExecute(Execute):
             self._stop(cell, _unresponsive_message(limit))
             self.shutdown_kernel = "immediate"  # kill the busy kernel (its PID namespace) without waiting
             return cell, self.resources
+        except DeadKernelError:  # the student's code killed its kernel: the run ends here, the grading goes on
+            self._stop(cell, dead_kernel_message(), ename="GradingKernelDied")
+            self.shutdown_kernel = "immediate"
+            return cell, self.resources
 
-    def _stop(self, cell, message):
+    def _stop(self, cell, message, ename="GradingTimeLimit"):
         self.stopped = message
         self.log.warning("Re-execution stopped at cell %s: %s", cell.get("id", "?"), message)
-        cell.outputs.append(new_output("error", ename="GradingTimeLimit", evalue=message,
-                                       traceback=[f"GradingTimeLimit: {message}"]))
+        cell.outputs.append(new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"]))
 
     def create_kernel_manager(self):
         manager = super().create_kernel_manager()
