@@ -132,7 +132,14 @@ class Isolation:
 
 def _prefix(user_ids, namespaces):
     """The ``unshare`` command that starts the child: new network and PID namespaces (all of the
-    child's processes die with it) and/or another user (``user_ids``: uid, gid)."""
+    child's processes die with it) and/or another user (``user_ids``: uid, gid).
+
+    The child dies with ``unshare``: ``--kill-child`` asks for that, but switching users clears
+    a process's parent-death signal, so ``setpriv --pdeathsig KILL`` sets it again after the
+    switch, just before the child's program starts. ``unshare`` itself dies with the grader's
+    process (:func:`_die_with_parent`, in :func:`_limit_resources`), so killing ``nbgrader
+    autograde`` or a class-grading worker leaves no sandboxed process behind.
+    """
     command = [shutil.which("unshare") or "/usr/bin/unshare"]
     if namespaces:
         command += ["--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
@@ -140,7 +147,38 @@ def _prefix(user_ids, namespaces):
         command += ["--setgid", str(user_ids[1]), "--setuid", str(user_ids[0])]
     elif namespaces and os.getuid() != 0:
         command.append("--user")  # an unprivileged user namespace is what allows the others
-    return tuple(command + ["--"])
+    return tuple(command + ["--", *_pdeathsig_command()])
+
+
+@functools.lru_cache(maxsize=None)
+def _pdeathsig_command():
+    """``setpriv --pdeathsig KILL --`` where util-linux's setpriv has that option (2.33 and later), else ()."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return ()
+    try:
+        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent():
+    """In a new process, before it runs its program: be killed when the thread that started it ends.
+
+    Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``) survives ``exec`` of a program that is
+    not set-user-ID. A process whose parent died before this call ends at once."""
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not Linux: the namespaces' --kill-child and the runners' own clean-up remain
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _probe(prefix, user_ids=None):
@@ -329,8 +367,10 @@ def _scratch_parent():
 
 
 def _limit_resources(memory_mb, max_processes, drops_privileges):
-    """Runs in the new process before it starts the child: resource limits, and no supplementary groups."""
+    """Runs in the new process before it starts the child: resource limits, no supplementary groups, and
+    death with the process that started it (:func:`_die_with_parent`)."""
     def apply():
+        _die_with_parent()
         limit = memory_mb * 1024 * 1024
         output = course_config.SANDBOX_MAX_OUTPUT_MB * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
