@@ -144,11 +144,6 @@ class ResultStore:
         except (OSError, ValueError):
             return None
 
-    def is_current(self, submission, fingerprint):
-        """Whether the stored result of ``submission`` was computed from exactly this content."""
-        result = self.load(submission.assignment, submission.student)
-        return result is not None and result.get("fingerprint") == fingerprint
-
     def save(self, result):
         """Write ``result`` atomically (a temporary file, then a rename): never half a file."""
         self._write(self.path(result["assignment"], result["student"]), json.dumps(result))

@@ -25,12 +25,6 @@ FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-
-
 class DatasetNotFoundError(FileNotFoundError):
     """Fashion-MNIST is neither in Keras's cache nor in any local source folder."""
 
@@ -204,14 +198,3 @@ def configure_vgg16_weights():
         os.environ[name] = str(cache)
         return os.environ[name]
     return ""
-
-
-def vgg16_weights_file():
-    """The local weights file the graders compare against and load (they never download).
-
-    Raises
-    ------
-    WeightsNotFoundError
-        With what to do, when there is no local copy.
-    """
-    return ensure_vgg16_weights()

@@ -70,7 +70,7 @@ KEPT_PREFIXES = ("JPY_", "NBGRADER_")
 
 def file_variables():
     """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
-    return (getattr(course_config, "VGG16_WEIGHTS_ENV", "VGG16_WEIGHTS"),)
+    return (course_config.VGG16_WEIGHTS_ENV,)
 
 
 def _readable_copy(source, target):

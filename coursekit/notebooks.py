@@ -78,12 +78,3 @@ def _check_structure(data, name):
     if data["nbformat"] < 3:
         raise NotebookProblem(f"The notebook {name} is in the very old format nbformat {data['nbformat']}. "
                               "Open it in a current Jupyter, save it, and submit the saved file.")
-
-
-def submission_problem(path, max_mb=None):
-    """'' when the notebook at ``path`` can be graded, else the student's message."""
-    try:
-        read_submission(path, max_mb)
-    except NotebookProblem as problem:
-        return str(problem)
-    return ""

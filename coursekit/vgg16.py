@@ -1,7 +1,7 @@
 """VGG16 as Lab 3's graders see it: the ImageNet base, its layers, and features to retrain a head on.
 
 Everything here runs in the grader's process, from the kit's local copy of the
-weights (:func:`coursekit.data.vgg16_weights_file`), never from anything a
+weights (:func:`coursekit.data.ensure_vgg16_weights`), never from anything a
 student's code produced or downloaded.
 """
 
@@ -26,9 +26,9 @@ def imagenet_base(image_size=32):
     """VGG16's convolutional base with the ImageNet weights, loaded from the local file."""
     import keras
 
-    from coursekit.data import vgg16_weights_file
+    from coursekit.data import ensure_vgg16_weights
 
-    return keras.applications.VGG16(include_top=False, weights=str(vgg16_weights_file()),
+    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()),
                                     input_shape=(image_size, image_size, 3))
 
 

@@ -15,7 +15,7 @@ from coursekit.checks import (
     check_figures_in_outputs, close, dense_layers, expect, find_line, grading_rng, input_shape,
     model_from_config, output_activation, random_history, value_of,
 )
-from coursekit.data import vgg16_weights_file
+from coursekit.data import ensure_vgg16_weights
 from coursekit.kernel_sandbox import sandbox_readable_file
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
@@ -52,7 +52,7 @@ def _calls(weights):
 @pytest.fixture(scope="session")
 def student(notebook_path):
     """Results of all calls of the student's functions, made once in the sandbox."""
-    weights = sandbox_readable_file(vgg16_weights_file())  # the kit's copy may sit in root's home
+    weights = sandbox_readable_file(ensure_vgg16_weights())  # the kit's copy may sit in root's home
     return run_student_functions(notebook_path, _calls(str(weights)))
 
 
