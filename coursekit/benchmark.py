@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import course_config
+from coursekit.machine import cpu_model
 
 
 def _load():
@@ -49,13 +50,6 @@ def _machine_cpu_seconds():
     fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def released_template(root, lab, students):
@@ -146,7 +140,7 @@ def main(argv=None):
     where = isolation()
     report = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "python": platform.python_version(),
         "isolation": list(where.in_force), "isolation_missing": list(where.missing),
         "command": "python -m coursekit.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),
