@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
@@ -20,14 +21,39 @@ class NbgraderError(RuntimeError):
 def nbgrader(root, *args, timeout=None):
     """Run ``nbgrader ARGS`` in the course folder ``root``; return its log."""
     command = [sys.executable, "-m", "nbgrader", *args]
-    # nbgrader runs `alembic` to create a gradebook: it must find this environment's scripts.
-    scripts = os.path.dirname(sys.executable)
-    env = dict(os.environ, PATH=scripts + os.pathsep + os.environ.get("PATH", ""))
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=root, env=nbgrader_environment(), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise NbgraderError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{tail}")
     return done.stdout + done.stderr
+
+
+def nbgrader_environment(env=None):
+    """A copy of ``env`` (default: this process's environment) with this environment's scripts first on PATH.
+
+    nbgrader runs the ``alembic`` script it finds on PATH when it creates a gradebook; it must be
+    the one installed beside this interpreter, whatever PATH the instructor's shell has.
+    """
+    env = dict(os.environ if env is None else env)
+    scripts = os.path.dirname(sys.executable)
+    if scripts not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@contextmanager
+def scripts_on_path():
+    """While the block runs nbgrader in this process: PATH as :func:`nbgrader_environment` has it; put back after."""
+    saved = os.environ.get("PATH")
+    os.environ["PATH"] = nbgrader_environment()["PATH"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = saved
 
 
 def generate_release(root, assignments):

@@ -15,11 +15,10 @@ as nbgrader does for a missing notebook, and the feedback page says why.
 """
 
 import html
-import os
 import re
 import shutil
-import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -32,6 +31,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
 from coursekit.class_results import ResultStore
+from coursekit.course import scripts_on_path
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
 from coursekit.sandbox import close_course, close_to_others
 
@@ -68,25 +68,27 @@ class GradebookWriter:
         self.store = store or ResultStore.for_course(root)
         config = class_grading_config(self.root, self.store.folder)
         self.api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-        # nbgrader creates a gradebook with the `alembic` script of this environment.
-        scripts = os.path.dirname(sys.executable)
-        if scripts not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+
+    @contextmanager
+    def _gradebook(self):
+        """nbgrader's gradebook of the course (made, with this environment's ``alembic``, if there is none)."""
+        with scripts_on_path(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+            yield gradebook
 
     def known_assignments(self):
         """Assignment ids in the gradebook (made by ``nbgrader generate_assignment``)."""
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        with self._gradebook() as gradebook:
             return {assignment.name for assignment in gradebook.assignments}
 
     def students_with_submissions(self, assignment):
         """Student ids with a submission of ``assignment`` in the gradebook."""
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        with self._gradebook() as gradebook:
             return {submission.student.id for submission in gradebook.find_assignment(assignment).submissions}
 
     def record(self, result):
         """Put one result into the gradebook and write the student's feedback; then mark it recorded."""
         assignment, student = result["assignment"], result["student"]
-        with warnings.catch_warnings():  # nbgrader's own SQLAlchemy warnings, harmless, one per grade
+        with warnings.catch_warnings(), scripts_on_path():  # nbgrader's own SQLAlchemy warnings: harmless
             warnings.simplefilter("ignore", SAWarning)
             if result["executed_notebook"] is None:
                 self._record_unreadable(result)
@@ -103,9 +105,9 @@ class GradebookWriter:
         path = self.root / course_config.GRADES_CSV.name
         path.touch(mode=0o640)
         close_to_others([path])  # nbgrader's export keeps the mode of the file it overwrites
-        with warnings.catch_warnings(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gb:
+        with warnings.catch_warnings(), self._gradebook() as gradebook:
             warnings.simplefilter("ignore", SAWarning)
-            CsvExportPlugin(to=str(path), parent=self.api).export(gb)
+            CsvExportPlugin(to=str(path), parent=self.api).export(gradebook)
         return path
 
     @staticmethod
@@ -124,7 +126,7 @@ class GradebookWriter:
     def _record_unreadable(self, result):
         """0 on every grade of the submission (nbgrader's rule for a missing notebook) and a feedback page."""
         assignment, student = result["assignment"], result["student"]
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        with self._gradebook() as gradebook:
             gradebook.update_or_create_student(student)
             submission = gradebook.update_or_create_submission(assignment, student)
             for notebook in submission.notebooks:
