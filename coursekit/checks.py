@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from coursekit.atomic_files import write_text_atomically
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Layers that compute nothing spatial: what a "dense network" may contain.
@@ -215,9 +217,7 @@ def remembered(kind, content, compute):
         return json.loads(path.read_text(encoding="utf-8"))["value"]
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"value": value}), encoding="utf-8")
-    os.replace(partial, path)  # atomic: parallel graders never read half a file
+    write_text_atomically(path, json.dumps({"value": value}))  # parallel graders never read half a file
     return value
 
 
@@ -367,9 +367,13 @@ CONV_LAYERS = frozenset({"Conv2D", "SeparableConv2D", "DepthwiseConv2D"})
 POOLING_LAYERS = frozenset({"MaxPooling2D", "AveragePooling2D"})
 
 
-def conv_layers(model):
-    """The model's 2-D convolution layers in order, nested models flattened."""
-    return [layer for layer in leaf_layers(model) if type(layer).__name__ in CONV_LAYERS]
+def conv_layers(model, kinds=CONV_LAYERS):
+    """The model's 2-D convolution layers in order, nested models flattened.
+
+    ``kinds``: the layer class names that count (default: ``Conv2D``, ``SeparableConv2D``,
+    ``DepthwiseConv2D``; VGG16's base has ``Conv2D`` layers only).
+    """
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ in kinds]
 
 
 def downsampling_layers(model):

@@ -18,11 +18,11 @@ in a course folder that is open to all.
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import course_config
+from coursekit.atomic_files import write_text_atomically
 from coursekit.grading import CheckResult, GradingReport, grader_file
 from coursekit.sandbox import close_to_others
 from coursekit.submission_files import select_files
@@ -168,9 +168,7 @@ class ResultStore:
     def _write(self, path, text):
         self._make_folder()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomically(path, text)
 
     def _make_folder(self):
         """The results folder, closed to others before anything is written into it."""

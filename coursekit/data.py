@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coursekit.atomic_files import write_atomically
+
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -175,9 +177,7 @@ def ensure_vgg16_weights(sources=None):
     for source in map(Path, sources):
         if source.is_file() and _sha256(source) == course_config.VGG16_WEIGHTS_SHA256:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, cache)
+            write_atomically(cache, lambda partial: shutil.copyfile(source, partial))
             return cache
     raise WeightsNotFoundError(_weights_not_found_message([cache, *sources]))
 

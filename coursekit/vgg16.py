@@ -7,14 +7,16 @@ student's code produced or downloaded.
 
 import functools
 import hashlib
-import os
 
 import numpy as np
 
+from coursekit.atomic_files import write_atomically
 from coursekit.checks import (
-    accuracy, expect, fresh_model, leaf_layers, recompute_batch_norm_statistics, remembered,
+    accuracy, conv_layers, expect, fresh_model, recompute_batch_norm_statistics, remembered,
 )
 
+# VGG16's base has plain Conv2D layers only (checks.conv_layers counts separable and depthwise ones too).
+VGG16_CONV_KINDS = frozenset({"Conv2D"})
 # Filters of VGG16's 13 convolutional layers, in order (blocks of 2, 2, 3, 3, 3).
 VGG16_CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 # The mean ImageNet pixel that keras.applications.vgg16.preprocess_input subtracts, in BGR order.
@@ -34,17 +36,12 @@ def imagenet_base(image_size=32):
 
 def imagenet_conv_weights():
     """[(kernel, bias)] of the 13 ImageNet convolutions, in order."""
-    return [tuple(layer.get_weights()) for layer in vgg16_conv_layers(imagenet_base())]
-
-
-def vgg16_conv_layers(model):
-    """The Conv2D layers of the model, nested models flattened (13 for a VGG16 base)."""
-    return [layer for layer in leaf_layers(model) if type(layer).__name__ == "Conv2D"]
+    return [tuple(layer.get_weights()) for layer in conv_layers(imagenet_base(), VGG16_CONV_KINDS)]
 
 
 def expect_vgg16_base(model, what):
     """Fail unless ``model`` holds VGG16's 13 convolutional layers; return them."""
-    convs = vgg16_conv_layers(model)
+    convs = conv_layers(model, VGG16_CONV_KINDS)
     filters = tuple(getattr(layer, "filters", None) for layer in convs)
     expect(filters == VGG16_CONV_FILTERS,
            f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)): "
@@ -104,9 +101,7 @@ def head_features(data, settings):
               "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
               "test_labels": y_test[test]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)  # atomic: parallel graders never read half a file
+    write_atomically(path, lambda partial: np.savez(partial, **arrays), suffix=".npz")  # parallel graders: never half
     return tuple(arrays[key] for key in ("train", "train_labels", "test", "test_labels"))
 
 
