@@ -4,7 +4,7 @@ A submission's result is written (atomically) as soon as it is graded, so a cras
 a timeout or Ctrl-C loses nothing that finished. A later run compares fingerprints
 and grades only what is missing or changed. The fingerprint covers everything the
 grade depends on: the submitted files, the assignment's source notebook and the
-grading code (:data:`GRADING_CODE`).
+grading code (:data:`GRADING_CODE`, by what it does: :func:`code_digest`).
 
 Layout, in the course folder::
 
@@ -16,8 +16,10 @@ to others (the sandbox's user among them) before the first file is written into 
 in a course folder that is open to all.
 """
 
+import ast
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,18 @@ from coursekit.grading import CheckResult, GradingReport, grader_file
 from coursekit.sandbox import close_to_others
 from coursekit.submission_files import select_files
 
-# The kit's files that decide a grade, relative to course_config.ROOT: a change to any of them
-# (a grader, a check, a bar, the worker) makes every submission be regraded on the next run.
-GRADING_CODE = ("course_config.py", "coursekit/*.py", "grader_tests/*.py")
+# The kit's files that decide a result, relative to course_config.ROOT: the numbers, the hidden graders,
+# and the modules a worker runs to grade a submission and the recording runs to turn it into points. A
+# change to what any of them does (not to a docstring or a comment: :func:`code_digest`) makes every
+# submission be regraded on the next run. The demo, the reports, the exports, the benchmark and the
+# reference runs are left out: editing them regrades nothing.
+GRADING_CODE = (
+    "course_config.py", "grader_tests/*.py",
+    *(f"coursekit/{name}.py" for name in (
+        "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "data",
+        "gradebook_writer", "grading", "kernel_sandbox", "model_files", "nbgrader_plugin", "notebooks",
+        "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
+)
 
 
 def _digest(parts):
@@ -41,11 +52,43 @@ def _digest(parts):
     return digest.hexdigest()
 
 
-def code_digest(assignment):
-    """sha256 of the grading code of ``assignment`` on this machine (the same on every worker)."""
-    files = sorted({path for pattern in GRADING_CODE for path in course_config.ROOT.glob(pattern)}
-                   | {grader_file(assignment)})
-    return _digest((path.relative_to(course_config.ROOT).as_posix(), path.read_bytes()) for path in files)
+def code_digest(assignment, root=None):
+    """sha256 of the grading code of ``assignment`` (:data:`GRADING_CODE` under ``root``, default the kit's folder).
+
+    The same on every worker with the same kit. A Python file counts by what it does: its syntax tree
+    without docstrings (:func:`code_of`), so rewording a docstring or a comment changes nothing.
+    """
+    root = Path(root or course_config.ROOT)
+    files = {path for pattern in GRADING_CODE for path in root.glob(pattern)}
+    if root == course_config.ROOT:
+        files.add(grader_file(assignment))
+    return _digest((path.relative_to(root).as_posix(), code_of(path)) for path in sorted(files))
+
+
+def code_of(path):
+    """What decides what the file at ``path`` does: for Python, the dump of its syntax tree without
+    docstrings (comments are not in it); for any other file, its bytes. Parsed once per version of the file."""
+    info = os.stat(path)
+    key = (str(path), info.st_mtime_ns, info.st_size)
+    if key not in _CODE_OF:
+        _CODE_OF[key] = _code_of(Path(path).read_bytes(), path)
+    return _CODE_OF[key]
+
+
+_CODE_OF = {}
+
+
+def _code_of(content, path):
+    if Path(path).suffix != ".py":
+        return content
+    tree = ast.parse(content, filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,32 @@ def test_the_fingerprint_changes_with_the_submission_and_the_source_notebook(stu
     assert submission.fingerprint() != changed_submission
 
 
+def test_the_grading_code_digest_follows_what_the_grading_code_does(tmp_path):
+    """Rewording a docstring or a comment, or editing the demo, regrades nothing; editing a grader or a bar does."""
+    from coursekit.class_results import code_digest
+
+    root = tmp_path / "kit"
+    for part in ("coursekit", "grader_tests"):
+        shutil.copytree(course_config.ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(course_config.ROOT / "course_config.py", root)
+    before = code_digest(LAB.assignment, root)
+
+    def edit(name, old, new):
+        path = root / name
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        return code_digest(LAB.assignment, root)
+
+    assert edit("coursekit/checks.py", '"""', '"""Reworded: ') == before  # the module's docstring
+    assert edit("coursekit/sandbox.py", "\ndef ", "\n# a new comment\ndef ") == before
+    assert edit("coursekit/demo.py", "def ", "DEMO_ONLY = 1\n\n\ndef ") == before  # decides no grade
+    changed_grader = edit("grader_tests/test_lab1_dense.py", "\ndef ", "\nEXTRA_CASE = 1\n\n\ndef ")
+    assert changed_grader != before
+    assert edit("course_config.py", "saved_model_min_accuracy: float = 0.905",
+                "saved_model_min_accuracy: float = 0.9") != changed_grader
+
+
 # The worker's own problems, without a full grading ------------------------------------------------
 
 def job_for(files, timeout=0):
