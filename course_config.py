@@ -201,7 +201,9 @@ class TransferLabSettings(LabSettings):
 
     # VGG16 is slow on a CPU: with empty grader caches one Lab 3 grading took 774 s on the 2-core
     # machine at load ~6 (features of 10,000 images for the head check, then 10,000 test images
-    # through the saved model); with the features cached, 33-248 s at load 3-4 (issue 4's note).
+    # through the saved model); with the features cached, 33-248 s at load 3-4 (23 Nov 2026; those gradings
+    # were not kept in a file). The benchmark kept in docs/measurements/benchmark-lab3-provisional-2026-11-23.json
+    # took 137 s, then 22 s with the features cached, at load 0.1-2 (README.md, "Measured").
     grader_timeout_s: int = 1200
     submission_timeout_s: int = 1800
     model_timeout_s: int = 900
@@ -215,8 +217,9 @@ class TransferLabSettings(LabSettings):
     # (block5_pool of 32×32 zero-padded images, computed once and kept in GRADER_CACHE_DIR).
     # The source notebook's head (Flatten, Dense 256 ReLU, Dropout 0.5, Dense 10) reached
     # 0.774–0.779 over seeds 0–4 and 0.771 with seed 42 (coursekit.vgg16.head_retraining, 2-core
-    # CPU, TensorFlow backend, 2026-11-23; issue 4's note); zero-initialised kernels stay at 0.100.
-    # `make reference` records the same measurement in results.json ("grader_retraining").
+    # CPU, TensorFlow backend, 2026-11-23; stated in README.md, "Lab 3 (VGG16): no reference run yet"; the runs
+    # were not kept in a file); zero-initialised kernels stay at 0.100. `make reference` records the same
+    # measurement in reference_solution/lab3_vgg16/results.json ("grader_retraining") once Lab 3 has a reference run.
     feature_image_size: int = 32
     retrain_train_size: int = 5_000
     retrain_test_size: int = 5_000
