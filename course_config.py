@@ -58,8 +58,9 @@ SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`)
 SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
 SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
-NOTEBOOK_OUTPUT_MAX_CHARS = 200_000  # longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note
-NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
+# Longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note.
+NOTEBOOK_OUTPUT_MAX_CHARS = 200_000
+NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address space of the kernel that re-runs a notebook (coursekit.kernel_sandbox)
 # Files of a submission folder besides the notebook and the model file (coursekit.submission_files): what is
 # graded, copied into autograded/ and feedback/ and sent to class-grading workers. The rest is left out with a
 # note in the feedback. Links are never followed. The labs need no extra file (timestamp.txt is 32 bytes).

@@ -460,7 +460,8 @@ def _code_cells_with_images(notebook_path):
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
         images = sum(1 for output in cell.get("outputs", []) if isinstance(output, dict)
-                     and min(_png_size((output.get("data") or {}).get("image/png", ""))) >= course_config.FIGURE_MIN_PIXELS)
+                     and min(_png_size((output.get("data") or {}).get("image/png", "")))
+                     >= course_config.FIGURE_MIN_PIXELS)
         cells.append((_without_comments(source), images))
     return cells
 

@@ -74,7 +74,8 @@ def class_rows(root, assignment):
                 autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
                 row.reasons = _failure_messages(autograded)
             if student in duplicates:
-                row.flags.append(f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}")
+                row.flags.append("its model file is byte for byte the same as that of "
+                                 f"{', '.join(duplicates[student])}")
             rows.append(row)
     return rows
 
@@ -157,7 +158,8 @@ def render(assignment, numbers):
     escape = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        "<meta http-equiv='Content-Security-Policy' "
+        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
         f"<title>{escape(assignment)}: class report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;"
@@ -174,14 +176,17 @@ def render(assignment, numbers):
     parts += [f"<h2>Score distribution</h2><img alt='score distribution' src='{figures['scores']}'>",
               f"<h2>Pass rate of every check</h2><img alt='pass rate per check' src='{figures['checks']}'>",
               "<table><tr><th>check</th><th>passing</th></tr>"]
-    parts += [f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>" for gid, rate in numbers["pass_rates"].items()]
+    parts += [f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>"
+              for gid, rate in numbers["pass_rates"].items()]
     parts.append("</table>")
     if "accuracies" in figures:
-        below = sum(1 for value in numbers["saved_model_accuracies"].values() if value < settings.saved_model_min_accuracy)
+        below = sum(1 for value in numbers["saved_model_accuracies"].values()
+                    if value < settings.saved_model_min_accuracy)
         parts.append(f"<h2>Saved models' test accuracy</h2><p>{below} of {len(numbers['saved_model_accuracies'])} "
                      f"below the bar of {settings.saved_model_min_accuracy:.3f}.</p>"
                      f"<img alt='saved-model accuracies' src='{figures['accuracies']}'>")
-    parts.append("<h2>Most frequent failure messages</h2><table><tr><th>students</th><th>check</th><th>message</th></tr>")
+    parts.append("<h2>Most frequent failure messages</h2>"
+                 "<table><tr><th>students</th><th>check</th><th>message</th></tr>")
     parts += [f"<tr><td>{count}</td><td>{escape(gid)}</td><td>{escape(message)}</td></tr>"
               for (gid, message), count in numbers["frequent_failures"]]
     parts.append("</table><h2>Could not be graded</h2>")

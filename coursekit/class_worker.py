@@ -23,13 +23,14 @@ trusted (the executed notebook's test-cell outputs are replaced by the verdicts)
 A notebook that cannot be read (not valid JSON, not UTF-8, too large) is returned as
 ``result["problem"]``: every check that needs the notebook then scores 0 with that message. The
 re-run never decides a grade: a kernel that dies (memory, a crash, ``os._exit``) stops the re-run
-with a message in the executed notebook, and the graders' report stands. Time is the student's problem too, but it costs only what it left ungraded: the
-graders get the lab's ``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole
-job), and the checks they finished keep their result while the others fail naming the limit
-(``report["unfinished"]``); the re-run stops at the same deadline, and a cell over its limit, or
-one that ignores SIGINT, shows why in the executed notebook
-(:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure of the worker itself (no kernel, other grading code, a protection of the
-sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
+with a message in the executed notebook, and the graders' report stands. Time is the student's
+problem too, but it costs only what it left ungraded: the graders get the lab's
+``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole job), and the checks
+they finished keep their result while the others fail naming the limit (``report["unfinished"]``);
+the re-run stops at the same deadline, and a cell over its limit, or one that ignores SIGINT,
+shows why in the executed notebook (:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure
+of the worker itself (no kernel, other grading code, a protection of the sandbox missing where
+``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
 :class:`GradingWorkerError`: nothing is recorded, and the next run tries again.
 """
 

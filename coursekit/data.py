@@ -177,7 +177,7 @@ def ensure_vgg16_weights(sources=None):
     for source in map(Path, sources):
         if source.is_file() and _sha256(source) == course_config.VGG16_WEIGHTS_SHA256:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(cache, lambda partial: shutil.copyfile(source, partial))
+            write_atomically(cache, lambda partial, source=source: shutil.copyfile(source, partial))
             return cache
     raise WeightsNotFoundError(_weights_not_found_message([cache, *sources]))
 

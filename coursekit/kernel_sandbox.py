@@ -232,10 +232,10 @@ def _unresponsive_message(seconds):
 def dead_kernel_message():
     """The message of the cell during which the re-run's kernel died."""
     return ("The notebook's kernel died while this cell ran (it may have used more memory than the "
-            f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own process), so "
-            "the notebook was stopped here and the cells after it were not run. Make it train only briefly when "
-            "NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by the hidden "
-            "graders all the same.")
+            f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own "
+            "process), so the notebook was stopped here and the cells after it were not run. Make it train only "
+            "briefly when NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by "
+            "the hidden graders all the same.")
 
 
 class SandboxedExecute(Execute):

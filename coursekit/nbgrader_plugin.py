@@ -266,7 +266,8 @@ class CleanSubmission(NbGraderPreprocessor):
             if not isinstance(meta, dict):
                 cell["metadata"] = meta = nbformat.NotebookNode()
             nbgrader = meta.get("nbgrader")
-            if "nbgrader" in meta and (not isinstance(nbgrader, dict) or not isinstance(nbgrader.get("grade_id", ""), str)):
+            junk = not isinstance(nbgrader, dict) or not isinstance(nbgrader.get("grade_id", ""), str)
+            if "nbgrader" in meta and junk:
                 self.log.warning("Cell %d: dropping nbgrader metadata that is not nbgrader's (%.60r)", index, nbgrader)
                 del meta["nbgrader"]
             source = cell.get("source", "")
@@ -336,7 +337,7 @@ def bounded_output(output):
         traceback, kept = [], 0
         for line in output.get("traceback", []):
             if kept + len(line) > limit:
-                traceback.append(_cut_note(sum(len(l) for l in output["traceback"])))
+                traceback.append(_cut_note(sum(len(text) for text in output["traceback"])))
                 break
             traceback.append(line)
             kept += len(line)

@@ -395,7 +395,7 @@ def _child_environment(workdir):
 def _encode_calls(calls):
     arrays, encoded = {}, []
     for call in calls:
-        def encode(value, slot):
+        def encode(value, slot, call=call):
             if isinstance(value, np.ndarray):
                 key = f"{call.name}__{slot}"
                 arrays[key] = value
@@ -646,7 +646,8 @@ def _read_model_outputs(workdir):
         if not result.get("ok"):
             return {"error": str(result.get("error") or "the model could not be opened")[:600] + "."}
         if not _regular_file(out_path) or not _Budget().take(_npz_size(out_path)):
-            return {"error": f"its outputs are larger than the grader accepts ({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
+            return {"error": "its outputs are larger than the grader accepts "
+                             f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
         with np.load(out_path, allow_pickle=False) as data:
             stored = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:

@@ -140,8 +140,8 @@ def select_files(folder, assignment, ignore=()):
     kept, left_out, total, extras = [], [], 0, 0
     for path, info in _walk(folder, ignore, limit=20 * limit_count + len(main)):
         if path is None:
-            left_out.append(LeftOut("(the rest of the folder)", 0, f"the folder holds more than {20 * limit_count:,} entries, and the "
-                                           "rest were not looked at"))
+            left_out.append(LeftOut("(the rest of the folder)", 0, f"the folder holds more than {20 * limit_count:,} "
+                                    "entries, and the rest were not looked at"))
             break
         if stat.S_ISLNK(info.st_mode):
             left_out.append(LeftOut(path, 0, "it is a link, and links are not followed (hand in the file itself)"))

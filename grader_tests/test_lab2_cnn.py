@@ -106,7 +106,8 @@ def test_prepare_images(student):
     prepared = value_of(result)
     expected_shape = PIXELS.shape + (1,)
     expect(prepared.shape == expected_shape,
-           f"prepare_images should add a channel axis: {PIXELS.shape} -> {expected_shape}; it returned {prepared.shape}.")
+           f"prepare_images should add a channel axis: {PIXELS.shape} -> {expected_shape}; "
+           f"it returned {prepared.shape}.")
     expect(prepared.dtype == np.float32, f"prepare_images should return float32 values; it returned {prepared.dtype}.")
     expect(close(prepared[..., 0], PIXELS / 255.0),
            f"prepare_images should scale pixel values 0..255 to [0, 1]; it returned values from "

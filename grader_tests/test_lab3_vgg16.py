@@ -270,5 +270,6 @@ def architecture_rules(model, subject="The model"):
 
 @pytest.mark.grade_id("test_saved_model")
 def test_saved_model_is_honest_work_that_reaches_the_bar(saved, student):
-    built = [model_from_config(student["build_transfer_model"].value["json"])] if student["build_transfer_model"].ok else []
+    transfer = student["build_transfer_model"]
+    built = [model_from_config(transfer.value["json"])] if transfer.ok else []
     check_saved_model(saved, LAB3, architecture_rules, built, "build_transfer_model")

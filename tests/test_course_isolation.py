@@ -280,7 +280,8 @@ def grade_or_probe(job):
     return {"assignment": job.assignment, "student": job.student, "problem": "",
             "executed_notebook": notebook, "seconds": 0.0, "host": "probe-worker",
             "report": {"problem": "", "checks": {gid: {"passed": True, "message": ""} for gid in grade_ids}},
-            "marker_seen": marker.exists(), "probe_child": child, "probe_kernel": kernel_probe_result(executed, targets)}
+            "marker_seen": marker.exists(), "probe_child": child,
+            "probe_kernel": kernel_probe_result(executed, targets)}
 
 
 @needs_other_user

@@ -1,4 +1,6 @@
-"""A re-run kernel that dies is a message in the notebook, never a grade (docs/threat_model.md, *Time and interruption*).
+"""A re-run kernel that dies is a message in the notebook, never a grade.
+
+docs/threat_model.md, *Time and interruption*.
 
 The kernel nbgrader re-runs a notebook in decides no grade; when the student's code kills it (``os._exit``,
 a crash, memory), the re-run stops at that cell with a message, and the grade is the hidden graders'

@@ -255,7 +255,8 @@ def test_no_access_to_grader_files(tmp_path):
 import numpy as np
 def snoop(x):
     done = []
-    for action in (lambda: open({str(hidden)!r}).read(), lambda: open({str(shared / "gradebook.db")!r}, "a").write("A+"),
+    for action in (lambda: open({str(hidden)!r}).read(),
+                   lambda: open({str(shared / "gradebook.db")!r}, "a").write("A+"),
                    lambda: open({str(shared / "other_student.ipynb")!r}, "w").write("{{}}")):
         try:
             action()
