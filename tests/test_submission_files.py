@@ -147,3 +147,53 @@ def test_grade_class_records_the_grade_and_copies_only_bounded_files(stub_course
     assert "Files not graded" not in honest.read_text()
     graded = json.loads((stub_course / "autograded" / student / LAB.assignment / LAB.notebook).read_text())
     assert "big.bin" in "".join(graded["cells"][0]["source"])
+
+
+# `nbgrader autograde` itself, with the kit's configuration and stand-ins for the two slow steps -------------
+
+STAND_IN_CONFIG = '''
+"""The kit's nbgrader_config.py, with the re-run and the hidden graders replaced by stand-ins: what is tested is
+nbgrader's own copying of the submission folder into autograded/ and feedback/."""
+from nbgrader.preprocessors import NbGraderPreprocessor
+
+from coursekit.grading import CheckResult, GradingReport
+from coursekit.kernel_sandbox import SandboxedExecute
+from coursekit.nbgrader_plugin import HiddenGraders, VerdictsPreprocessor, autograder_tests
+
+c = get_config()  # noqa: F821
+exec(open(KIT_CONFIG, encoding="utf-8").read(), {"get_config": lambda: c})
+
+
+class NoReRun(NbGraderPreprocessor):
+    def preprocess(self, nb, resources):
+        return nb, resources
+
+
+class AllPassed(VerdictsPreprocessor):
+    def report(self, nb, resources):
+        return GradingReport({grade_id: CheckResult(grade_id, True, "") for grade_id in autograder_tests(resources)})
+
+
+swap = {SandboxedExecute: NoReRun, HiddenGraders: AllPassed}
+c.Autograde.autograde_preprocessors = [swap.get(step, step) for step in c.Autograde.autograde_preprocessors]
+'''
+
+
+def test_nbgrader_autograde_copies_only_bounded_files_and_says_so(stub_course, tmp_path):  # noqa: F811
+    from coursekit import course
+
+    student = "demo_reference"
+    config = stub_course / "nbgrader_config.py"
+    config.write_text(STAND_IN_CONFIG.replace("KIT_CONFIG", repr(str(course_config.ROOT / "nbgrader_config.py"))))
+    left_out = awkward_folder(stub_course / "submitted" / student / LAB.assignment, tmp_path)
+    course.autograde(stub_course, LAB.assignment, student)
+    course.generate_feedback(stub_course, LAB.assignment)
+    assert not lost_points(rows(stub_course)[student])  # recorded, every point: no grade depends on the extras
+    for step in ("autograded", "feedback"):
+        copy = stub_course / step / student / LAB.assignment
+        names = {path.relative_to(copy).as_posix() for path in copy.rglob("*")}
+        assert not left_out & names and not any(path.is_symlink() for path in copy.rglob("*")), step
+        assert len([name for name in names if name.endswith(".txt")]) <= course_config.SUBMISSION_EXTRA_MAX_FILES
+        assert folder_size(copy) < course_config.SUBMISSION_EXTRA_TOTAL_MAX_MB * MB + 20 * MB, step
+    page = (stub_course / "feedback" / student / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
+    assert "Files not graded" in page and "`big.bin`" not in page and "big.bin" in page and "1.0 GiB" in page
