@@ -187,6 +187,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     course_roots = ()  # the course folders being graded (SandboxedExecute sets nbgrader's)
 
     async def _async_pre_start_kernel(self, **kw):
+        # jupyter_client's private step, the one its start_kernel calls (pinned in requirements.txt; tests/
+        # test_untrusted.py::test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called).
         where = sandbox.isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
         # Before any student code runs: the course being graded, any course the notebook lies in, the kit's.
         roots = [*map(Path, self.course_roots), *sandbox.find_course_roots(kw.get("cwd"))]

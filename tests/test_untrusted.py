@@ -420,6 +420,19 @@ def test_nbgrader_re_executes_with_the_sandboxed_kernel():
     assert not any(isinstance(step, type) and issubclass(step, Execute) for step in swapped)
 
 
+def test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called():
+    """SandboxedKernelManager overrides jupyter_client's private ``_async_pre_start_kernel`` (the public
+    ``pre_start_kernel`` is not what ``start_kernel`` calls); jupyter_client is pinned, and this pins the call."""
+    import inspect
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit.kernel_sandbox import SandboxedKernelManager
+
+    assert "await self._async_pre_start_kernel(**kw)" in inspect.getsource(AsyncKernelManager.start_kernel)
+    assert "_async_pre_start_kernel" in vars(SandboxedKernelManager)
+
+
 # Saved model files ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
