@@ -348,7 +348,7 @@ def _several(*edits):
 
 
 @dataclass(frozen=True)
-class Submission:
+class DemoSubmission:
     """One demo or test submission.
 
     Attributes
@@ -382,24 +382,24 @@ class Submission:
 
 
 LAB1_SUBMISSIONS = (
-    Submission("demo_reference", "the reference solution"),
-    Submission("demo_no_dropout", "build_dense_model has no dropout", frozenset({"test_architecture"}),
+    DemoSubmission("demo_reference", "the reference solution"),
+    DemoSubmission("demo_no_dropout", "build_dense_model has no dropout", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_WITHOUT_DROPOUT)),
-    Submission("demo_conv_layer", "a Conv2D layer in the dense lab", frozenset({"test_architecture"}),
+    DemoSubmission("demo_conv_layer", "a Conv2D layer in the dense lab", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_WITH_CONVOLUTION)),
-    Submission("demo_train_only_plot", "plot_history draws only the training curves",
+    DemoSubmission("demo_train_only_plot", "plot_history draws only the training curves",
                frozenset({"test_history_plot"}),
                lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY)),
-    Submission("demo_syntax_error", "a syntax error in the softmax cell", frozenset({"test_softmax"}),
+    DemoSubmission("demo_syntax_error", "a syntax error in the softmax cell", frozenset({"test_softmax"}),
                lambda nb: break_function_syntax(nb, "softmax")),
-    Submission("demo_missing_function", "standardize was deleted", frozenset({"test_standardize"}),
+    DemoSubmission("demo_missing_function", "standardize was deleted", frozenset({"test_standardize"}),
                lambda nb: remove_function(nb, "standardize")),
-    Submission("demo_low_accuracy", "the saved model was trained for one short epoch",
+    DemoSubmission("demo_low_accuracy", "the saved model was trained for one short epoch",
                frozenset({"test_saved_model"}), weak_model=True),
-    Submission("demo_cannot_learn", "zero-initialised ReLU layers that cannot learn",
+    DemoSubmission("demo_cannot_learn", "zero-initialised ReLU layers that cannot learn",
                frozenset({"test_retraining"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_THAT_CANNOT_LEARN)),
-    Submission("test_function_flaws", "scale_images divides by 256 and returns float64; split_validation "
+    DemoSubmission("test_function_flaws", "scale_images divides by 256 and returns float64; split_validation "
                "takes the last images; relu is leaky; plot_history leaves the axes unlabelled; submitted "
                "without running (no figures in the outputs)",
                frozenset({"test_scale_images", "test_split_validation", "test_activations", "test_history_plot",
@@ -410,19 +410,19 @@ LAB1_SUBMISSIONS = (
                         lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS),
                         clear_outputs),
                in_demo=False),
-    Submission("test_ignores_hidden_units", "build_dense_model ignores its hidden_units argument",
+    DemoSubmission("test_ignores_hidden_units", "build_dense_model ignores its hidden_units argument",
                frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS), in_demo=False),
-    Submission("test_too_shallow", "two hidden layers by default", frozenset({"test_architecture"}),
+    DemoSubmission("test_too_shallow", "two hidden layers by default", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_TOO_SHALLOW), in_demo=False),
-    Submission("test_flat_input", "the model expects flattened 784-value inputs",
+    DemoSubmission("test_flat_input", "the model expects flattened 784-value inputs",
                frozenset({"test_architecture", "test_retraining"}),
                lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT), in_demo=False),
-    Submission("test_trained_on_test_set", "the saved model was trained on the 10,000 test images",
+    DemoSubmission("test_trained_on_test_set", "the saved model was trained on the 10,000 test images",
                frozenset({"test_saved_model"}), make_model=lambda path: train_on_test_set(path), in_demo=False),
-    Submission("test_cnn_saved", "the saved model is Lab 2's convolutional network", frozenset({"test_saved_model"}),
+    DemoSubmission("test_cnn_saved", "the saved model is Lab 2's convolutional network", frozenset({"test_saved_model"}),
                make_model=lambda path: copy_reference_model(course_config.LAB2, path), in_demo=False),
-    Submission("test_gamed_checks", "plot_history draws a fixed history whatever it is given; split_validation "
+    DemoSubmission("test_gamed_checks", "plot_history draws a fixed history whatever it is given; split_validation "
                "takes the first images, ignoring the seed; the figures are named in comments next to one "
                "small plot",
                frozenset({"test_history_plot", "test_split_validation", "test_figures"}),
@@ -430,7 +430,7 @@ LAB1_SUBMISSIONS = (
                         lambda nb: replace_function(nb, "split_validation", SPLIT_TAKING_THE_FIRST_IMAGES),
                         figures_named_in_comments),
                in_demo=False),
-    Submission("test_honest_variants", "honest work written differently: a NumPy per-class split, a pyplot-style "
+    DemoSubmission("test_honest_variants", "honest work written differently: a NumPy per-class split, a pyplot-style "
                "history plot with the panels stacked", frozenset(),
                _several(lambda nb: replace_function(nb, "split_validation", SPLIT_WITH_NUMPY_PER_CLASS),
                         lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE)),
@@ -580,41 +580,41 @@ def plot_misclassified(images, true_labels, predicted_labels, class_names, count
 
 
 LAB2_SUBMISSIONS = (
-    Submission("demo_reference", "the reference solution"),
+    DemoSubmission("demo_reference", "the reference solution"),
     # The reference model is submitted with these two, which their build functions cannot build.
-    Submission("demo_dense_only", "build_cnn_model has no convolutions",
+    DemoSubmission("demo_dense_only", "build_cnn_model has no convolutions",
                frozenset({"test_architecture", "test_saved_model"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_CONVOLUTIONS)),
-    Submission("demo_no_pooling", "convolutions without pooling or strides",
+    DemoSubmission("demo_no_pooling", "convolutions without pooling or strides",
                frozenset({"test_architecture", "test_saved_model"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_POOLING)),
-    Submission("demo_eleven_outputs", "the output layer has 11 units", frozenset({"test_architecture"}),
+    DemoSubmission("demo_eleven_outputs", "the output layer has 11 units", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_ELEVEN_OUTPUTS)),
-    Submission("demo_low_accuracy", "the saved model was trained for one short epoch",
+    DemoSubmission("demo_low_accuracy", "the saved model was trained for one short epoch",
                frozenset({"test_saved_model"}), weak_model=True),
-    Submission("demo_no_confusion_matrix", "the confusion matrix was never drawn", frozenset({"test_figures"}),
+    DemoSubmission("demo_no_confusion_matrix", "the confusion matrix was never drawn", frozenset({"test_figures"}),
                lambda nb: clear_cell_outputs(nb, "ConfusionMatrixDisplay(")),
-    Submission("demo_cannot_learn", "zero-initialised kernels that cannot learn", frozenset({"test_retraining"}),
+    DemoSubmission("demo_cannot_learn", "zero-initialised kernels that cannot learn", frozenset({"test_retraining"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_THAT_CANNOT_LEARN)),
-    Submission("test_ignores_filters", "build_cnn_model ignores its filters argument",
+    DemoSubmission("test_ignores_filters", "build_cnn_model ignores its filters argument",
                frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_cnn_model", CNN_IGNORING_FILTERS), in_demo=False),
-    Submission("test_preprocessing_flaws", "no channel axis, conv_params without biases, no random layers",
+    DemoSubmission("test_preprocessing_flaws", "no channel axis, conv_params without biases, no random layers",
                frozenset({"test_prepare_images", "test_conv_arithmetic", "test_augmentation"}),
                _several(lambda nb: replace_function(nb, "prepare_images", PREPARE_WITHOUT_CHANNEL_AXIS),
                         lambda nb: replace_function(nb, "conv_params", CONV_PARAMS_WITHOUT_BIAS),
                         lambda nb: replace_function(nb, "build_augmentation", AUGMENTATION_WITHOUT_RANDOM_LAYERS)),
                in_demo=False),
-    Submission("test_plot_flaws", "training curves only; the misclassified grid shows any images",
+    DemoSubmission("test_plot_flaws", "training curves only; the misclassified grid shows any images",
                frozenset({"test_history_plot", "test_misclassified_plot"}),
                _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
                         lambda nb: replace_function(nb, "plot_misclassified", MISCLASSIFIED_PLOT_OF_ANY_IMAGES)),
                in_demo=False),
-    Submission("test_dense_saved", "the saved model is Lab 1's dense network", frozenset({"test_saved_model"}),
+    DemoSubmission("test_dense_saved", "the saved model is Lab 1's dense network", frozenset({"test_saved_model"}),
                make_model=lambda path: copy_reference_model(course_config.LAB1, path), in_demo=False),
-    Submission("test_other_network_saved", "the saved model is a network build_cnn_model does not build",
+    DemoSubmission("test_other_network_saved", "the saved model is a network build_cnn_model does not build",
                frozenset({"test_saved_model"}), make_model=other_network, in_demo=False),
-    Submission("test_gamed_plot_and_table", "one history panel with all four curves next to an empty decoy; "
+    DemoSubmission("test_gamed_plot_and_table", "one history panel with all four curves next to an empty decoy; "
                "the conv arithmetic returned from a table of old answers",
                frozenset({"test_history_plot", "test_conv_arithmetic"}),
                _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_ONE_PANEL_AND_DECOY),
@@ -623,7 +623,7 @@ LAB2_SUBMISSIONS = (
                         lambda nb: replace_function(nb, "conv_params",
                                                     CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[1])),
                in_demo=False),
-    Submission("test_honest_variants", "honest work written differently: Keras's default batch-norm momentum in "
+    DemoSubmission("test_honest_variants", "honest work written differently: Keras's default batch-norm momentum in "
                "a Sequential network, a pyplot-style history plot, the conv arithmetic with math.floor/ceil",
                frozenset(),
                _several(lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_DEFAULT_BATCH_NORM),
@@ -722,21 +722,21 @@ def confuse_two_classes(model):
 
 
 LAB3_SUBMISSIONS = (
-    Submission("demo_reference", "the reference solution"),
-    Submission("demo_base_not_frozen", "the VGG16 base is not frozen for feature extraction",
+    DemoSubmission("demo_reference", "the reference solution"),
+    DemoSubmission("demo_base_not_frozen", "the VGG16 base is not frozen for feature extraction",
                frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_transfer_model", TRANSFER_MODEL_WITH_TRAINABLE_BASE)),
-    Submission("demo_random_weights", "VGG16 with random instead of ImageNet weights",
+    DemoSubmission("demo_random_weights", "VGG16 with random instead of ImageNet weights",
                frozenset({"test_imagenet_weights"}),
                lambda nb: replace_function(nb, "load_vgg16_base", VGG16_WITH_RANDOM_WEIGHTS)),
-    Submission("demo_whole_base_unfrozen", "fine-tuning unfreezes the whole base", frozenset({"test_fine_tuning"}),
+    DemoSubmission("demo_whole_base_unfrozen", "fine-tuning unfreezes the whole base", frozenset({"test_fine_tuning"}),
                lambda nb: replace_function(nb, "unfreeze_top_layers", UNFREEZE_THE_WHOLE_BASE),
                model_edit=unfreeze_whole_base),
-    Submission("demo_single_channel", "the input adapter keeps a single grey channel", frozenset({"test_architecture"}),
+    DemoSubmission("demo_single_channel", "the input adapter keeps a single grey channel", frozenset({"test_architecture"}),
                lambda nb: replace_function(nb, "build_input_adapter", SINGLE_CHANNEL_ADAPTER)),
-    Submission("demo_low_accuracy", "the saved model confuses two pairs of classes", frozenset({"test_saved_model"}),
+    DemoSubmission("demo_low_accuracy", "the saved model confuses two pairs of classes", frozenset({"test_saved_model"}),
                model_edit=confuse_two_classes),
-    Submission("test_head_and_plot_flaws", "a head that cannot learn; curves restart at epoch 1 without a "
+    DemoSubmission("test_head_and_plot_flaws", "a head that cannot learn; curves restart at epoch 1 without a "
                "boundary; the comparison chart was never drawn",
                frozenset({"test_head_retraining", "test_fine_tuning_plot", "test_figures"}),
                _several(lambda nb: replace_function(nb, "build_classifier_head", HEAD_THAT_CANNOT_LEARN),

@@ -31,7 +31,7 @@ from coursekit.grading import grade_notebook
 from coursekit.nbgrader_plugin import RestoreGradedCells
 from coursekit.notebooks import read_submission
 from coursekit.sandbox import Call, run_student_functions
-from coursekit.submissions import Submission, reference_files, replace_function, write_submission
+from coursekit.submissions import DemoSubmission, reference_files, replace_function, write_submission
 
 import lab1_class
 from lab1_class import CLASS, add_tampering_cell
@@ -533,7 +533,7 @@ def hostile_edit(notebook):
 def hostile_lab1_report(tmp_path_factory):
     """A Lab 1 submission that tampers and misbehaves, with a saved model cut short."""
     folder = tmp_path_factory.mktemp("hostile-lab1")
-    notebook = write_submission(Submission("t_hostile", "", edit=hostile_edit), folder, LAB)
+    notebook = write_submission(DemoSubmission("t_hostile", "", edit=hostile_edit), folder, LAB)
     model = folder / LAB.model_file
     model.write_bytes(model.read_bytes()[:100_000])
     return grade_notebook(notebook, LAB.assignment)
@@ -552,7 +552,7 @@ def test_hostile_submission_loses_exactly_the_checks_it_broke(hostile_lab1_repor
 
 
 def test_honest_submission_graded_after_it_gets_every_point(hostile_lab1_report, tmp_path):
-    notebook = write_submission(Submission("demo_reference", ""), tmp_path, LAB)
+    notebook = write_submission(DemoSubmission("demo_reference", ""), tmp_path, LAB)
     report = grade_notebook(notebook, LAB.assignment)
     assert not report.problem and all(result.passed for result in report.checks.values()), report.checks
 
