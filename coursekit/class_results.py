@@ -161,10 +161,16 @@ def report_from_dict(data):
 
 
 def result_report(result):
-    """The hidden graders' report of a result; every check fails when the submission had a problem."""
-    if result.get("problem"):
+    """The hidden graders' report of a result.
+
+    When the notebook could not be read (``result["problem"]``) the graders still graded what needs no
+    notebook (the saved model) and failed the rest with the notebook's problem; a result without their
+    verdicts fails every check with the problem.
+    """
+    report = result.get("report") or {}
+    if result.get("problem") and not report.get("checks"):
         return GradingReport({}, result["problem"])
-    return report_from_dict(result["report"])
+    return report_from_dict(report)
 
 
 class ResultStore:

@@ -21,7 +21,8 @@ comes from the graders' report only; nothing computed in the student's kernel is
 trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
 
 A notebook that cannot be read (not valid JSON, not UTF-8, too large) is returned as
-``result["problem"]``: every check that needs the notebook then scores 0 with that message. The
+``result["problem"]``: every check that needs the notebook then scores 0 with that message, and the
+graders still grade the saved model (as ``coursekit grade`` does). The
 re-run never decides a grade: a kernel that dies (memory, a crash, ``os._exit``) stops the re-run
 with a message in the executed notebook, and the graders' report stands. Time is the student's
 problem too, but it costs only what it left ungraded: the graders get the lab's
@@ -110,14 +111,16 @@ def grade_submission(job):
             path.write_bytes(content)
         notebook_path = folder / job.notebook
         notebook, result["problem"] = _read_notebook(notebook_path)
-        if notebook is not None:
+        model_file = course_config.lab_settings(job.assignment).model_file
+        if notebook is not None or model_file in job.files:  # the saved-model check needs no notebook
             deadline = started + timeout
             # The graders and the quick-mode re-run are separate processes that share nothing (the
             # re-run works in a scratch copy of the folder), so they run side by side.
             with ThreadPoolExecutor(max_workers=1) as side:
                 graders = side.submit(grade_notebook, notebook_path, job.assignment,
                                       timeout=min(grader_limit, timeout))
-                _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
+                if notebook is not None:
+                    _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
                 result["report"] = report_to_dict(graders.result())
             result["executed_notebook"] = notebook
     result["seconds"] = round(time.monotonic() - started, 1)

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SAWarning
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
-from coursekit.class_results import ResultStore
+from coursekit.class_results import ResultStore, result_report
 from coursekit.course import scripts_on_path
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
 from coursekit.sandbox import close_course, close_to_others
@@ -124,23 +124,31 @@ class GradebookWriter:
         return Path(coursedir.format_path(template, result["student"], result["assignment"]))
 
     def _record_unreadable(self, result):
-        """0 on every grade of the submission (nbgrader's rule for a missing notebook) and a feedback page."""
+        """A notebook nbgrader cannot read: the checks the graders passed without it (the saved model) get their
+        points, every other grade 0 (nbgrader's rule for a missing notebook), and a feedback page says why."""
         assignment, student = result["assignment"], result["student"]
+        report = result_report(result)
+        passed = {grade_id for grade_id, check in report.checks.items() if check.passed}
+        kept = []
         with self._gradebook() as gradebook:
             gradebook.update_or_create_student(student)
             submission = gradebook.update_or_create_submission(assignment, student)
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
-                    grade.auto_score = 0
+                    grade.auto_score = grade.max_score if grade.name in passed else 0
                     grade.needs_manual_grade = False
+                    if grade.name in passed:
+                        kept.append(f"{grade.name} ({grade.max_score:g} points)")
             gradebook.db.commit()
         notebook_id = course_config.lab_settings(assignment).notebook_id
         for template in (self.api.coursedir.autograded_directory, self.api.coursedir.feedback_directory):
             shutil.rmtree(self._folder(template, result), ignore_errors=True)  # an earlier submission's
         page = self._folder(self.api.coursedir.feedback_directory, result) / f"{notebook_id}.html"
         page.parent.mkdir(parents=True)
+        graded = (f"<p>Graded without the notebook, from your other files: {html.escape(', '.join(kept))}.</p>\n"
+                  if kept else "")
         page.write_text(
             f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{notebook_id}</title></head><body>\n"
             f"<h1>{html.escape(assignment)}: {html.escape(notebook_id)}</h1>\n"
-            f"<p>Your submission could not be graded, and every autograded check scores 0.</p>\n"
-            f"<p>{html.escape(result['problem'])}</p>\n</body></html>\n", encoding="utf-8")
+            f"<p>Your notebook could not be read, so every check that needs it scores 0.</p>\n"
+            f"<p>{html.escape(result['problem'])}</p>\n{graded}</body></html>\n", encoding="utf-8")
