@@ -344,21 +344,35 @@ def brief_retraining(model, data, settings, seed=None):
     from ``settings``, a lab's entry in course_config.py; its bar comes from
     benchmarks/retraining_calibration.py (docs/measurements/).
     """
-    import keras
-
     (x_train, y_train), (x_test, y_test) = data
     seed = settings.retrain_seed if seed is None else seed
+    subset = balanced_subset(y_train, settings.retrain_train_size, seed)
+    return train_fresh_and_score(model, (x_train[subset].astype("float32"), y_train[subset]),
+                                 (x_test.astype("float32"), y_test), settings, seed)
+
+
+def train_fresh_and_score(model, train, test, settings, seed):
+    """The grader's recipe on ``model``'s architecture; its accuracy on ``test``.
+
+    Fresh, trainable weights (:func:`fresh_model`), Adam with ``settings.retrain_learning_rate``,
+    ``settings.retrain_epochs`` epochs of ``train`` (images, labels) in batches of
+    ``settings.retrain_batch_size``, then batch-norm statistics recomputed on
+    ``settings.retrain_bn_images`` of those images (:func:`recompute_batch_norm_statistics`). Used by
+    :func:`brief_retraining` (a whole network on images) and :func:`coursekit.vgg16.head_retraining`
+    (a classifier head on VGG16's features).
+    """
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = train, test
     model = fresh_model(model, seed)
     model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    subset = balanced_subset(y_train, settings.retrain_train_size, seed)
-    x_subset = x_train[subset].astype("float32")
-    model.fit(x_subset, y_train[subset], epochs=settings.retrain_epochs,
-              batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
-    statistics = np.random.default_rng(seed).choice(len(subset), min(settings.retrain_bn_images, len(subset)),
+    model.fit(x_train, y_train, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
+              shuffle=True, verbose=0)
+    statistics = np.random.default_rng(seed).choice(len(x_train), min(settings.retrain_bn_images, len(x_train)),
                                                     replace=False)
-    recompute_batch_norm_statistics(model, x_subset[statistics])
-    return accuracy(model, x_test.astype("float32"), y_test)
+    recompute_batch_norm_statistics(model, x_train[statistics])
+    return accuracy(model, x_test, y_test)
 
 
 # Convolutional networks ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from coursekit.atomic_files import write_atomically
 from coursekit.checks import (
-    accuracy, conv_layers, expect, fresh_model, recompute_batch_norm_statistics, remembered,
+    conv_layers, expect, remembered, train_fresh_and_score,
 )
 
 # VGG16's base has plain Conv2D layers only (checks.conv_layers counts separable and depthwise ones too).
@@ -113,19 +113,9 @@ def head_retraining(head, data, settings, seed=None):
     batch-norm statistics are recomputed on the grader's training features before it is evaluated.
     (The VGG16 base is the grader's own, frozen ImageNet base: only the head is retrained.)
     """
-    import keras
-
     train, train_labels, test, test_labels = head_features(data, settings)
     seed = settings.retrain_seed if seed is None else seed
-    head = fresh_model(head, seed)
-    head.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    head.fit(train, train_labels, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
-             shuffle=True, verbose=0)
-    statistics = np.random.default_rng(seed).choice(len(train), min(settings.retrain_bn_images, len(train)),
-                                                    replace=False)
-    recompute_batch_norm_statistics(head, train[statistics])
-    return accuracy(head, test, test_labels)
+    return train_fresh_and_score(head, (train, train_labels), (test, test_labels), settings, seed)
 
 
 def check_head_retraining(head, data, settings):
