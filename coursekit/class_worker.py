@@ -122,9 +122,20 @@ def grade_submission(job):
                 if notebook is not None:
                     _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
                 result["report"] = report_to_dict(graders.result())
-            result["executed_notebook"] = notebook
+            result["executed_notebook"] = _bounded(notebook)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _bounded(notebook):
+    """``notebook`` with every output over ``NOTEBOOK_OUTPUT_MAX_CHARS`` cut with a note, as in autograded/ and
+    feedback/ (:func:`coursekit.nbgrader_plugin.bounded_output`): what is sent back and stored stays small."""
+    from coursekit.nbgrader_plugin import bounded_output
+
+    for cell in notebook.cells if notebook is not None else ():
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [bounded_output(output) for output in cell.get("outputs", [])]
+    return notebook
 
 
 def model_file_digest(job):

@@ -4,8 +4,9 @@ docs/threat_model.md, *Time and interruption*.
 
 The kernel nbgrader re-runs a notebook in decides no grade; when the student's code kills it (``os._exit``,
 a crash, memory), the re-run stops at that cell with a message, and the grade is the hidden graders'
-report, in ``nbgrader autograde`` (SandboxedExecute) and in class grading alike. Cheap: tiny notebooks, and
-the Lab 1 notebook whose first cell kills the kernel, with a stand-in for the graders.
+report, in ``nbgrader autograde`` (SandboxedExecute) and in class grading alike. What the re-run printed is
+stored and sent back bounded (``NOTEBOOK_OUTPUT_MAX_CHARS``), as in autograded/ and feedback/. Cheap: tiny
+notebooks, and the Lab 1 notebook whose first cell kills the kernel, with a stand-in for the graders.
 """
 
 import json
@@ -82,3 +83,15 @@ def test_class_grading_keeps_the_graders_grade_when_the_kernel_dies(stub_course,
     assert not lost_points(rows(stub_course)[student])  # not 0 on every check: the graders' report stands
     page = (stub_course / "feedback" / student / LAB.assignment / f"{LAB.notebook_id}.html").read_text()
     assert "kernel died while this cell ran" in page
+
+
+def test_the_worker_stores_the_re_run_with_its_outputs_bounded(monkeypatch):
+    """A notebook that prints far more than NOTEBOOK_OUTPUT_MAX_CHARS is stored (and sent back) cut, with a note."""
+    notebook = nbformat.v4.new_notebook(cells=[new_code_cell("print('x' * 1_000_000)"), new_code_cell("print('ok')")])
+    monkeypatch.setattr(class_worker, "grade_notebook", lambda *args, **kwargs: GradingReport({}))
+    job = GradingJob(LAB.assignment, "s", LAB.notebook, {LAB.notebook: nbformat.writes(notebook).encode()})
+    result = grade_submission(job)
+    long_output, short_output = (cell["outputs"][0]["text"] for cell in result["executed_notebook"]["cells"])
+    assert len(long_output) < course_config.NOTEBOOK_OUTPUT_MAX_CHARS + 500
+    assert "output cut by the grader" in long_output
+    assert short_output == "ok\n" and len(json.dumps(result)) < 2 * course_config.NOTEBOOK_OUTPUT_MAX_CHARS
