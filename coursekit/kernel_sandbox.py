@@ -35,7 +35,6 @@ constructor (configuration cannot change it), so :class:`SandboxedExecute`, an
 ``Execute`` that uses this manager, takes its place in ``nbgrader_config.py``.
 """
 
-import functools
 import logging
 import os
 import shutil
@@ -52,7 +51,6 @@ from traitlets import Dict, Float, Unicode
 
 import course_config
 from coursekit import sandbox
-from coursekit.data import keras_home
 
 log = logging.getLogger(__name__)
 
@@ -73,59 +71,6 @@ def file_variables():
     return (course_config.VGG16_WEIGHTS_ENV,)
 
 
-def _readable_copy(source, target):
-    """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
-    is already readable by all, else a copy with mode 0644."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(target.parent, 0o755)
-    try:
-        if source.stat().st_mode & 0o004:
-            os.link(source, target)
-            return
-    except OSError:
-        pass
-    shutil.copyfile(source, target)
-    os.chmod(target, 0o644)
-
-
-@functools.lru_cache(maxsize=None)
-def _keras_mirror():
-    """Once per process: the grader's Keras datasets and model files, readable (not writable) by the
-    kernel's user, in a folder of the scratch parent (which others cannot list)."""
-    mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=sandbox._scratch_parent()))
-    os.chmod(mirror, 0o755)
-    home = keras_home()
-    for part in ("datasets", "models"):
-        (mirror / part).mkdir()
-        os.chmod(mirror / part, 0o755)
-        source = home / part
-        if not source.is_dir():
-            continue
-        for path in source.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                _readable_copy(path, mirror / part / path.relative_to(source))
-    return mirror
-
-
-def sandbox_readable_file(path):
-    """Where sandboxed code (a kernel, or the graders' sandbox) can read ``path``, a file of the grader's
-    such as VGG16's weights under root's home; None when there is no such file."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    mirror = _keras_mirror()
-    try:
-        inside = path.resolve().relative_to(keras_home().resolve())
-        if inside.parts and inside.parts[0] in ("datasets", "models"):
-            return mirror / inside
-    except ValueError:
-        pass
-    target = mirror / "files" / path.name
-    if not target.exists():
-        _readable_copy(path, target)
-    return target
-
-
 def kernel_environment(env, home):
     """The kernel's environment: ``env`` (what jupyter_client prepared) cut to what a notebook needs,
     with ``HOME``, ``KERAS_HOME`` and caches in ``home``."""
@@ -135,7 +80,7 @@ def kernel_environment(env, home):
                 IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
     for name in file_variables():
         if env.get(name):
-            mirrored = sandbox_readable_file(env[name])
+            mirrored = sandbox.sandbox_readable_file(env[name])
             kept[name] = str(mirrored) if mirrored else env[name]  # e.g. "imagenet": not a file
     return kept
 
@@ -143,7 +88,7 @@ def kernel_environment(env, home):
 def _prepare_home(home):
     """``HOME`` of the kernel: Keras's datasets and models linked to the read-only mirror, and
     matplotlib's font list (building it takes seconds at every start otherwise)."""
-    mirror = _keras_mirror()
+    mirror = sandbox.keras_mirror()
     (home / ".keras").mkdir(parents=True)
     for part in ("datasets", "models"):
         (home / ".keras" / part).symlink_to(mirror / part)
@@ -194,7 +139,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         roots = [*map(Path, self.course_roots), *sandbox.find_course_roots(kw.get("cwd"))]
         sandbox.close_course(*dict.fromkeys(roots))
         if self.scratch is None:
-            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox._scratch_parent()))
+            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox.scratch_parent()))
             _prepare_home(self.scratch / "home")
             _copy_folder(kw.get("cwd"), self.scratch / "work")
             if where.drops_privileges:
@@ -206,7 +151,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if where.drops_privileges:
             os.chown(self.connection_file, where.uid, where.gid)
         kw.update(cwd=str(self.scratch / "work"), env=kernel_environment(kw.get("env"), self.scratch / "home"),
-                  preexec_fn=sandbox._limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
+                  preexec_fn=sandbox.limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
                                                       course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges))
         self.isolation = where
         return [*where.prefix, *kernel_cmd], kw

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import course_config
+from coursekit.data import keras_home
 from coursekit.notebooks import NotebookProblem, read_submission
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _prefix(user_ids, namespaces):
     The child dies with ``unshare``: ``--kill-child`` asks for that, but switching users clears
     a process's parent-death signal, so ``setpriv --pdeathsig KILL`` sets it again after the
     switch, just before the child's program starts. ``unshare`` itself dies with the grader's
-    process (:func:`_die_with_parent`, in :func:`_limit_resources`), so killing ``nbgrader
+    process (:func:`_die_with_parent`, in :func:`limit_resources`), so killing ``nbgrader
     autograde`` or a class-grading worker leaves no sandboxed process behind.
     """
     command = [shutil.which("unshare") or "/usr/bin/unshare"]
@@ -358,7 +359,7 @@ def _is_course_folder(folder):
 
 
 @functools.lru_cache(maxsize=None)
-def _scratch_parent():
+def scratch_parent():
     """A folder for the scratch folders that others may cross but not list: one sandbox cannot find another's."""
     parent = tempfile.mkdtemp(prefix="coursekit-sandboxes-")
     os.chmod(parent, 0o711)
@@ -366,7 +367,64 @@ def _scratch_parent():
     return parent
 
 
-def _limit_resources(memory_mb, max_processes, drops_privileges):
+# Files of the grader's that sandboxed code may read ------------------------------------------------
+
+def _readable_copy(source, target):
+    """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
+    is already readable by all, else a copy with mode 0644."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    try:
+        if source.stat().st_mode & 0o004:
+            os.link(source, target)
+            return
+    except OSError:
+        pass
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o644)
+
+
+@functools.lru_cache(maxsize=None)
+def keras_mirror():
+    """Once per process: the grader's Keras datasets and model files, readable (not writable) by the
+    sandbox's user (the re-run's kernel links its ``~/.keras`` here), in a folder of the scratch parent
+    (which others cannot list)."""
+    mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=scratch_parent()))
+    os.chmod(mirror, 0o755)
+    home = keras_home()
+    for part in ("datasets", "models"):
+        (mirror / part).mkdir()
+        os.chmod(mirror / part, 0o755)
+        source = home / part
+        if not source.is_dir():
+            continue
+        for path in source.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _readable_copy(path, mirror / part / path.relative_to(source))
+    return mirror
+
+
+def sandbox_readable_file(path):
+    """Where sandboxed code (a kernel, or the graders' sandbox) can read ``path``, a file of the grader's
+    such as VGG16's weights under root's home; None when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    mirror = keras_mirror()
+    try:
+        inside = path.resolve().relative_to(keras_home().resolve())
+        if inside.parts and inside.parts[0] in ("datasets", "models"):
+            return mirror / inside
+    except ValueError:
+        pass
+    target = mirror / "files" / path.name
+    if not target.exists():
+        _readable_copy(path, target)
+    return target
+
+
+
+def limit_resources(memory_mb, max_processes, drops_privileges):
     """Runs in the new process before it starts the child: resource limits, no supplementary groups, and
     death with the process that started it (:func:`_die_with_parent`)."""
     def apply():
@@ -557,7 +615,7 @@ def run_student_functions(notebook, calls, timeout=None, call_timeout=None, memo
 
 def _run_once(notebook_text, calls, timeout, total_timeout, call_timeout, limits, where):
     """One child for ``calls``: (results, cell problems, the call it stopped in, why it stopped)."""
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=_scratch_parent()))
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=scratch_parent()))
     try:
         (workdir / "submission.ipynb").write_text(notebook_text, encoding="utf-8")
         encoded, arrays = _encode_calls(calls)
@@ -585,7 +643,7 @@ def _run_child(workdir, timeout, total_timeout, limits, where, script=CHILD_SCRI
             [*where.prefix, sys.executable, "-I", str(script), str(workdir)],
             cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=stderr,
-            start_new_session=True, preexec_fn=_limit_resources(memory_mb, max_processes, where.drops_privileges),
+            start_new_session=True, preexec_fn=limit_resources(memory_mb, max_processes, where.drops_privileges),
         )
         try:
             process.wait(timeout=timeout)
@@ -617,7 +675,7 @@ def run_model_child(content, images, weights_of, timeout, memory_mb=None):
     where = isolation()
     limits = (memory_mb or course_config.SANDBOX_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES)
     count = sum(len(array) for array in images.values())
-    workdir = Path(tempfile.mkdtemp(prefix="model-", dir=_scratch_parent()))
+    workdir = Path(tempfile.mkdtemp(prefix="model-", dir=scratch_parent()))
     try:
         (workdir / "model.keras").write_bytes(content)
         np.savez(workdir / "inputs.npz", **images)

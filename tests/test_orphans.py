@@ -22,7 +22,7 @@ import subprocess, sys, time
 from coursekit import sandbox
 where = sandbox.isolation()
 child = subprocess.Popen([*where.prefix, "/bin/sleep", "600"], start_new_session=True,
-                         preexec_fn=sandbox._limit_resources(1024, 64, where.drops_privileges))
+                         preexec_fn=sandbox.limit_resources(1024, 64, where.drops_privileges))
 print(child.pid, flush=True)
 time.sleep(600)
 '''
