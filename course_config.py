@@ -14,16 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # --- Paths -----------------------------------------------------------------------
+# A course folder's layout: nbgrader's default folder names (its CourseDirectory) and the kit's files beside
+# them. coursekit.course_layout.CourseLayout(root) gives the paths in any course folder; the *_DIR paths
+# below are those of the kit's own folder.
+SOURCE_FOLDER = "source"            # instructor's notebooks, with solutions
+RELEASE_FOLDER = "release"          # what students get (nbgrader generate_assignment)
+SUBMITTED_FOLDER = "submitted"      # nbgrader's collected submissions: submitted/STUDENT/ASSIGNMENT/
+AUTOGRADED_FOLDER = "autograded"
+FEEDBACK_FOLDER = "feedback"
+GRADEBOOK_FILE = "gradebook.db"
+GRADES_CSV_FILE = "grades.csv"
+REPORTS_FOLDER = "reports"          # the class report per assignment (coursekit.class_report)
+
 ROOT = Path(__file__).resolve().parent
-SOURCE_DIR = ROOT / "source"                    # instructor's notebooks, with solutions
-RELEASE_DIR = ROOT / "release"                  # what students get (nbgrader generate_assignment)
-SUBMITTED_DIR = ROOT / "submitted"              # nbgrader's collected submissions
-AUTOGRADED_DIR = ROOT / "autograded"
-FEEDBACK_DIR = ROOT / "feedback"
-GRADEBOOK = ROOT / "gradebook.db"
+SOURCE_DIR = ROOT / SOURCE_FOLDER
+RELEASE_DIR = ROOT / RELEASE_FOLDER
+SUBMITTED_DIR = ROOT / SUBMITTED_FOLDER
+AUTOGRADED_DIR = ROOT / AUTOGRADED_FOLDER
+FEEDBACK_DIR = ROOT / FEEDBACK_FOLDER
+GRADEBOOK = ROOT / GRADEBOOK_FILE
 REFERENCE_DIR = ROOT / "reference_solution"    # executed reference notebooks, models, results.json
 GRADER_TESTS_DIR = ROOT / "grader_tests"        # hidden graders: never released
-GRADES_CSV = ROOT / "grades.csv"
+GRADES_CSV = ROOT / GRADES_CSV_FILE
 
 # Where the four original Fashion-MNIST .gz files may be found when there is no internet
 # (Debian package dataset-fashion-mnist). They are copied into Keras's cache.

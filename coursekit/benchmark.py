@@ -39,6 +39,7 @@ from pathlib import Path
 
 import course_config
 from coursekit.machine import cpu_model
+from coursekit.course_layout import CourseLayout
 
 
 def _load():
@@ -58,7 +59,7 @@ def released_template(root, lab, students):
     from coursekit.demo import submit_demo_students
     from coursekit.submissions import SUBMISSIONS_BY_LAB
 
-    shutil.copytree(course_config.SOURCE_DIR / lab.assignment, root / "source" / lab.assignment)
+    shutil.copytree(course_config.SOURCE_DIR / lab.assignment, CourseLayout(root).source / lab.assignment)
     shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
     course.generate_release(root, [lab.assignment])
     by_id = {submission.student: submission for submission in SUBMISSIONS_BY_LAB[lab.assignment]}

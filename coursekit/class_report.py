@@ -15,12 +15,11 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import course_config
 from coursekit.class_results import ResultStore, identical_model_files
+from coursekit.course_layout import CourseLayout
 
-REPORTS_FOLDER = "reports"
 
 
 @dataclass
@@ -53,7 +52,7 @@ def class_rows(root, assignment):
     results = ResultStore.for_course(root).results(assignment)
     duplicates = identical_model_files(results)
     rows = []
-    with Gradebook(f"sqlite:///{Path(root) / 'gradebook.db'}") as gradebook:
+    with Gradebook(CourseLayout(root).db_url) as gradebook:
         for student in sorted(s.id for s in gradebook.students):
             try:
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
@@ -71,7 +70,7 @@ def class_rows(root, assignment):
                 row.flags = [str(note) for note in report.get("flags") or []]
                 row.measurements = dict(report.get("measurements") or {})
             else:
-                autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
+                autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
                 row.reasons = _failure_messages(autograded)
             if student in duplicates:
                 row.flags.append("its model file is byte for byte the same as that of "
@@ -209,7 +208,7 @@ def write_class_report(root, assignment):
     """Write ``reports/<assignment>.html`` in the course ``root``; return its path."""
     from coursekit.sandbox import close_to_others
 
-    folder = Path(root) / REPORTS_FOLDER
+    folder = CourseLayout(root).reports
     folder.mkdir(mode=0o750, exist_ok=True)
     close_to_others([folder])  # it names students and their scores
     numbers = summary(class_rows(root, assignment))

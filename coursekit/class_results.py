@@ -25,6 +25,7 @@ from pathlib import Path
 
 import course_config
 from coursekit.atomic_files import write_text_atomically
+from coursekit.course_layout import CourseLayout
 from coursekit.grading import CheckResult, GradingReport, grader_file
 from coursekit.sandbox import close_to_others
 from coursekit.submission_files import select_files
@@ -37,8 +38,8 @@ from coursekit.submission_files import select_files
 GRADING_CODE = (
     "course_config.py", "grader_tests/*.py",
     *(f"coursekit/{name}.py" for name in (
-        "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "data",
-        "gradebook_writer", "grading", "kernel_sandbox", "model_files", "nbgrader_plugin", "notebooks",
+        "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "course_layout",
+        "data", "gradebook_writer", "grading", "kernel_sandbox", "model_files", "nbgrader_plugin", "notebooks",
         "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
 )
 
@@ -101,13 +102,13 @@ class Submission:
 
     @property
     def folder(self):
-        return Path(self.root) / "submitted" / self.student / self.assignment
+        return CourseLayout(self.root).submission(self.student, self.assignment)
 
     @property
     def source_notebook(self):
         """The instructor's notebook of the assignment, in the course's source/ folder."""
         lab = course_config.lab_settings(self.assignment)
-        return Path(self.root) / "source" / self.assignment / lab.notebook
+        return CourseLayout(self.root).source_notebook(self.assignment, lab.notebook)
 
     def selection(self):
         """Which submitted files are graded and sent (:func:`coursekit.submission_files.select_files`)."""
@@ -137,7 +138,7 @@ class Submission:
 
 def find_submissions(root, assignment):
     """The submissions of ``assignment`` in ``root/submitted/``, sorted by student id."""
-    submitted = Path(root) / "submitted"
+    submitted = CourseLayout(root).submitted
     if not submitted.is_dir():
         return []
     return [Submission(Path(root), assignment, folder.name) for folder in sorted(submitted.iterdir())
@@ -181,7 +182,7 @@ class ResultStore:
 
     @classmethod
     def for_course(cls, root):
-        return cls(Path(root) / course_config.CLASS_GRADING_RESULTS)
+        return cls(CourseLayout(root).class_grading_results)
 
     def path(self, assignment, student, suffix=".json"):
         return self.folder / assignment / f"{student}{suffix}"

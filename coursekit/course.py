@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
+
+from coursekit.course_layout import CourseLayout
 
 
 class NbgraderError(RuntimeError):
@@ -104,8 +105,8 @@ def check_table(root, assignment, notebook):
     read from nbgrader's gradebook and the autograded notebooks.
     """
     rows = []
-    db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
-    with Gradebook(db_url) as gradebook:
+    layout = CourseLayout(root)
+    with Gradebook(layout.db_url) as gradebook:
         for student in sorted(s.id for s in gradebook.students):
             try:
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
@@ -113,6 +114,6 @@ def check_table(root, assignment, notebook):
                 continue
             scores = {grade.name: (grade.score, grade.max_score) for grade in submission.grades
                       if grade.cell.cell_type == "code"}
-            autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
+            autograded = layout.autograded_notebook(student, assignment, notebook)
             rows.append({"student": student, "scores": scores, "reasons": _failure_messages(autograded)})
     return rows

@@ -32,6 +32,7 @@ from traitlets.config.loader import PyFileConfigLoader
 import course_config
 from coursekit.class_results import ResultStore, result_report
 from coursekit.course import scripts_on_path
+from coursekit.course_layout import CourseLayout
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
 from coursekit.sandbox import close_course, close_to_others
 
@@ -102,7 +103,7 @@ class GradebookWriter:
     def export_grades(self):
         """nbgrader's CSV export (as ``nbgrader export``) into the course's grades CSV; returns its path.
         The file is closed to others before the grades are written into it."""
-        path = self.root / course_config.GRADES_CSV.name
+        path = CourseLayout(self.root).grades_csv
         path.touch(mode=0o640)
         close_to_others([path])  # nbgrader's export keeps the mode of the file it overwrites
         with warnings.catch_warnings(), self._gradebook() as gradebook:

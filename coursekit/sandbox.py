@@ -281,13 +281,15 @@ def close_to_others(paths):
 # grading's stored results, nbgrader's log (student ids and verdicts), reports, and the kit's own
 # folders when the course is the kit's folder. Not closed: release/ and nbgrader_config.py.
 PRIVATE_COURSE_NAMES = (
-    "grader_tests", "source", "source_with_tests", "reference_solution", "submitted", "autograded",
-    "feedback", "solution", "gradebook.db", "gradebook.db-journal", "gradebook.db-wal", "gradebook.db-shm",
-    "grades.csv", course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log", "reports",
+    "grader_tests", course_config.SOURCE_FOLDER, "source_with_tests", "reference_solution",
+    course_config.SUBMITTED_FOLDER, course_config.AUTOGRADED_FOLDER, course_config.FEEDBACK_FOLDER, "solution",
+    *(course_config.GRADEBOOK_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")),
+    course_config.GRADES_CSV_FILE, course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log",
+    course_config.REPORTS_FOLDER,
 )
 # Folders that grading writes into later (nbgrader autograde and generate_feedback): made closed in a
 # course with submissions before anything is written, so they never exist open to others.
-WRITTEN_LATER = ("autograded", "feedback")
+WRITTEN_LATER = (course_config.AUTOGRADED_FOLDER, course_config.FEEDBACK_FOLDER)
 
 
 def private_course_paths(root=None):
@@ -319,7 +321,7 @@ def close_course(*roots):
     _make_closed_folder(cache)
     paths = list(private_course_paths())
     for root in map(Path, roots):
-        if (root / "submitted").is_dir():
+        if (root / course_config.SUBMITTED_FOLDER).is_dir():
             for name in WRITTEN_LATER:
                 _make_closed_folder(root / name)
         paths += private_course_paths(root)

@@ -164,7 +164,7 @@ def select_files(folder, assignment, ignore=()):
     return SubmissionFiles(Path(folder), tuple(sorted(kept)), tuple(left_out))
 
 
-def bound_nbgrader_copies(steps=("submitted", "autograded")):
+def bound_nbgrader_copies(steps=(course_config.SUBMITTED_FOLDER, course_config.AUTOGRADED_FOLDER)):
     """Make nbgrader copy only :func:`select_files`' files of a submission folder; once per process.
 
     nbgrader's converters copy every file of their input folder but the notebooks
