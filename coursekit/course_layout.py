@@ -14,6 +14,11 @@ from pathlib import Path
 import course_config
 
 
+def _in_root(name, doc):
+    """A property: the path ``root / course_config.<name>``."""
+    return property(lambda self: self.root / getattr(course_config, name), doc=doc)
+
+
 @dataclass(frozen=True)
 class CourseLayout:
     """The paths of the course folder ``root``."""
@@ -23,46 +28,20 @@ class CourseLayout:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def source(self):
-        return self.root / course_config.SOURCE_FOLDER
-
-    @property
-    def release(self):
-        return self.root / course_config.RELEASE_FOLDER
-
-    @property
-    def submitted(self):
-        return self.root / course_config.SUBMITTED_FOLDER
-
-    @property
-    def autograded(self):
-        return self.root / course_config.AUTOGRADED_FOLDER
-
-    @property
-    def feedback(self):
-        return self.root / course_config.FEEDBACK_FOLDER
-
-    @property
-    def gradebook(self):
-        return self.root / course_config.GRADEBOOK_FILE
+    source = _in_root("SOURCE_FOLDER", "The instructor's notebooks: source/ASSIGNMENT/.")
+    release = _in_root("RELEASE_FOLDER", "What students get: release/ASSIGNMENT/.")
+    submitted = _in_root("SUBMITTED_FOLDER", "Collected submissions: submitted/STUDENT/ASSIGNMENT/.")
+    autograded = _in_root("AUTOGRADED_FOLDER", "nbgrader's autograded copies.")
+    feedback = _in_root("FEEDBACK_FOLDER", "The students' feedback pages.")
+    gradebook = _in_root("GRADEBOOK_FILE", "nbgrader's gradebook (SQLite).")
+    grades_csv = _in_root("GRADES_CSV_FILE", "nbgrader's CSV export of the grades.")
+    reports = _in_root("REPORTS_FOLDER", "The class reports (coursekit.class_report).")
+    class_grading_results = _in_root("CLASS_GRADING_RESULTS", "Class grading's stored results.")
 
     @property
     def db_url(self):
         """nbgrader's ``CourseDirectory.db_url`` for this course."""
         return f"sqlite:///{self.gradebook}"
-
-    @property
-    def grades_csv(self):
-        return self.root / course_config.GRADES_CSV_FILE
-
-    @property
-    def reports(self):
-        return self.root / course_config.REPORTS_FOLDER
-
-    @property
-    def class_grading_results(self):
-        return self.root / course_config.CLASS_GRADING_RESULTS
 
     def submission(self, student, assignment):
         """``submitted/STUDENT/ASSIGNMENT/``."""
