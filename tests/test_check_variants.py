@@ -448,3 +448,62 @@ def test_figures_named_but_not_drawn_fail(tmp_path, cells):
     path = _notebook(tmp_path, [(source, [images[name] for name in names]) for source, names in cells])
     with pytest.raises(CheckFailed, match="lack these figures"):
         check_figures_in_outputs(path, REQUIRED)
+
+
+# Lab 2: augmentation -------------------------------------------------------------------------------
+
+def augmentation_shifts_and_flips():
+    from keras import layers
+    return keras_sequential([layers.RandomFlip("horizontal"),
+                             layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest")])
+
+
+def augmentation_zoom_and_contrast():
+    from keras import layers
+    return keras_sequential([layers.RandomTranslation(0.1, 0.1), layers.RandomZoom(0.1), layers.RandomContrast(0.1)])
+
+
+def augmentation_noise_only():
+    from keras import layers
+    return keras_sequential([layers.GaussianNoise(0.1)])
+
+
+def augmentation_erasing_and_blur():
+    from keras import layers
+    return keras_sequential([layers.RandomErasing(value_range=(0, 1)), layers.RandomGaussianBlur(value_range=(0, 1))])
+
+
+def augmentation_identity():
+    from keras import layers
+    return keras_sequential([layers.Identity()])
+
+
+def augmentation_always_on():
+    from keras import layers
+    return keras_sequential([layers.Rescaling(0.5)])  # not random, and it changes test images too
+
+
+def augmentation_cropping():
+    from keras import layers
+    return keras_sequential([layers.RandomFlip("horizontal"), layers.RandomCrop(24, 24)])  # 28x28 becomes 24x24
+
+
+def keras_sequential(steps):
+    import keras
+    return keras.Sequential([keras.Input(shape=(28, 28, 1)), *steps])
+
+
+def _augmentation_passes(module, build):
+    student = {"build_augmentation": CallResult("build_augmentation", True, value={"json": build().to_json()})}
+    return passes(module.test_augmentation_layers, student)
+
+
+@pytest.mark.parametrize("build", [augmentation_shifts_and_flips, augmentation_zoom_and_contrast,
+                                   augmentation_noise_only, augmentation_erasing_and_blur])
+def test_honest_augmentations_pass(lab2, build):
+    assert _augmentation_passes(lab2, build)
+
+
+@pytest.mark.parametrize("build", [augmentation_identity, augmentation_always_on, augmentation_cropping])
+def test_wrong_augmentations_fail(lab2, build):
+    assert not _augmentation_passes(lab2, build)

@@ -210,3 +210,37 @@ def test_before_you_submit_names_the_files_to_hand_in(lab):
     assert last.cell_type == "markdown" and last.source.startswith("## Before you submit")
     for needed in (lab.notebook, lab.model_file, "files.download(MODEL_PATH)", "from google.colab import files"):
         assert needed in last.source, needed
+
+
+# Numbers in the notebooks' code: the self-check before saving states the grader's rules for the model file.
+CODE_RULES = {
+    LAB2.assignment: ("SAVED_MODEL_RULES", lambda: {
+        "min_conv_layers": LAB2.min_conv_layers, "max_params": LAB2.max_params,
+        "train_images": LAB2.saved_model_train_images,
+        "max_test_above_train": course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX}),
+}
+
+
+def assigned_literal(notebook, name):
+    """The literal value assigned to ``name`` at the top level of a code cell (None if there is none)."""
+    import ast
+
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return ast.literal_eval(node.value)
+    return None
+
+
+@pytest.mark.parametrize("assignment", sorted(CODE_RULES))
+def test_rules_in_the_notebooks_code_are_the_course_numbers(assignment):
+    lab = next(lab for lab in course_config.LABS if lab.assignment == assignment)
+    name, expected = CODE_RULES[assignment]
+    assert assigned_literal(released(lab), name) == expected(), \
+        f"{lab.notebook}: {name} in its code is not course_config's numbers {expected()}"
