@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all venv data kernel browser release demo test reference grade benchmark calibrate-retraining clean-demo
+.PHONY: all venv data kernel browser lint release demo test reference grade benchmark calibrate-retraining clean-demo
 
 all: test
 
@@ -57,7 +57,11 @@ browser:
 		{ $(SUDO) apt-get update -qq >/dev/null && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || true; \
 	fi
 
-test: data kernel browser
+# The linter, clean on the whole tree (configuration in pyproject.toml, [tool.ruff]).
+lint: venv
+	$(PY) -m ruff check .
+
+test: lint data kernel browser
 	$(PY) -m pytest
 
 reference: data kernel

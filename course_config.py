@@ -14,16 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # --- Paths -----------------------------------------------------------------------
+# A course folder's layout: nbgrader's default folder names (its CourseDirectory) and the kit's files beside
+# them. coursekit.course_layout.CourseLayout(root) gives the paths in any course folder; the *_DIR paths
+# below are those of the kit's own folder.
+SOURCE_FOLDER = "source"            # instructor's notebooks, with solutions
+RELEASE_FOLDER = "release"          # what students get (nbgrader generate_assignment)
+SUBMITTED_FOLDER = "submitted"      # nbgrader's collected submissions: submitted/STUDENT/ASSIGNMENT/
+AUTOGRADED_FOLDER = "autograded"
+FEEDBACK_FOLDER = "feedback"
+GRADEBOOK_FILE = "gradebook.db"
+GRADES_CSV_FILE = "grades.csv"
+REPORTS_FOLDER = "reports"          # the class report per assignment (coursekit.class_report)
+
 ROOT = Path(__file__).resolve().parent
-SOURCE_DIR = ROOT / "source"                    # instructor's notebooks, with solutions
-RELEASE_DIR = ROOT / "release"                  # what students get (nbgrader generate_assignment)
-SUBMITTED_DIR = ROOT / "submitted"              # nbgrader's collected submissions
-AUTOGRADED_DIR = ROOT / "autograded"
-FEEDBACK_DIR = ROOT / "feedback"
-GRADEBOOK = ROOT / "gradebook.db"
+SOURCE_DIR = ROOT / SOURCE_FOLDER
+RELEASE_DIR = ROOT / RELEASE_FOLDER
+SUBMITTED_DIR = ROOT / SUBMITTED_FOLDER
+AUTOGRADED_DIR = ROOT / AUTOGRADED_FOLDER
+FEEDBACK_DIR = ROOT / FEEDBACK_FOLDER
+GRADEBOOK = ROOT / GRADEBOOK_FILE
 REFERENCE_DIR = ROOT / "reference_solution"    # executed reference notebooks, models, results.json
 GRADER_TESTS_DIR = ROOT / "grader_tests"        # hidden graders: never released
-GRADES_CSV = ROOT / "grades.csv"
+GRADES_CSV = ROOT / GRADES_CSV_FILE
 
 # Where the four original Fashion-MNIST .gz files may be found when there is no internet
 # (Debian package dataset-fashion-mnist). They are copied into Keras's cache.
@@ -58,8 +70,15 @@ SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`)
 SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
 SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
 SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
-NOTEBOOK_OUTPUT_MAX_CHARS = 200_000  # longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note
-NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address-space limit of the kernel nbgrader re-runs a notebook in (coursekit.kernel_sandbox)
+# Longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note.
+NOTEBOOK_OUTPUT_MAX_CHARS = 200_000
+NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address space of the kernel that re-runs a notebook (coursekit.kernel_sandbox)
+# Files of a submission folder besides the notebook and the model file (coursekit.submission_files): what is
+# graded, copied into autograded/ and feedback/ and sent to class-grading workers. The rest is left out with a
+# note in the feedback. Links are never followed. The labs need no extra file (timestamp.txt is 32 bytes).
+SUBMISSION_EXTRA_FILE_MAX_MB = 10   # largest extra file
+SUBMISSION_EXTRA_TOTAL_MAX_MB = 20  # all extra files together
+SUBMISSION_EXTRA_MAX_FILES = 50     # number of extra files
 
 # The submitted model must be the student's own honest work (coursekit.checks.check_saved_model). Its
 # accuracy on training images the grader draws is compared with its test accuracy: a model trained on
@@ -195,7 +214,9 @@ class TransferLabSettings(LabSettings):
 
     # VGG16 is slow on a CPU: with empty grader caches one Lab 3 grading took 774 s on the 2-core
     # machine at load ~6 (features of 10,000 images for the head check, then 10,000 test images
-    # through the saved model); with the features cached, 33-248 s at load 3-4 (issue 4's note).
+    # through the saved model); with the features cached, 33-248 s at load 3-4 (23 Nov 2026; those gradings
+    # were not kept in a file). The benchmark kept in docs/measurements/benchmark-lab3-provisional-2026-11-23.json
+    # took 137 s, then 22 s with the features cached, at load 0.1-2 (README.md, "Measured").
     grader_timeout_s: int = 1200
     submission_timeout_s: int = 1800
     model_timeout_s: int = 900
@@ -209,8 +230,9 @@ class TransferLabSettings(LabSettings):
     # (block5_pool of 32×32 zero-padded images, computed once and kept in GRADER_CACHE_DIR).
     # The source notebook's head (Flatten, Dense 256 ReLU, Dropout 0.5, Dense 10) reached
     # 0.774–0.779 over seeds 0–4 and 0.771 with seed 42 (coursekit.vgg16.head_retraining, 2-core
-    # CPU, TensorFlow backend, 2026-11-23; issue 4's note); zero-initialised kernels stay at 0.100.
-    # `make reference` records the same measurement in results.json ("grader_retraining").
+    # CPU, TensorFlow backend, 2026-11-23; stated in README.md, "Lab 3 (VGG16): no reference run yet"; the runs
+    # were not kept in a file); zero-initialised kernels stay at 0.100. `make reference` records the same
+    # measurement in reference_solution/lab3_vgg16/results.json ("grader_retraining") once Lab 3 has a reference run.
     feature_image_size: int = 32
     retrain_train_size: int = 5_000
     retrain_test_size: int = 5_000

@@ -15,11 +15,19 @@ from nbgrader.preprocessors import (
 
 import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
-from coursekit.nbgrader_plugin import CleanSubmission, HiddenGraders, RestoreGradedCells, SanitizeSubmission
+from coursekit.nbgrader_plugin import (
+    CleanSubmission, HiddenGraders, NoteLeftOutFiles, RestoreGradedCells, SanitizeSubmission,
+)
+from coursekit.submission_files import bound_nbgrader_copies
 
 c = get_config()  # noqa: F821  (provided by nbgrader)
 
 c.CourseDirectory.course_id = course_config.COURSE_ID
+
+# nbgrader copies a submission's other files into autograded/ and feedback/: only the notebook, the model file and
+# extra files within course_config's SUBMISSION_EXTRA_* limits, never a link (coursekit/submission_files.py); the
+# files left out are named at the top of the feedback (NoteLeftOutFiles, below).
+bound_nbgrader_copies()
 
 # Re-execution at grading time: the notebooks skip full training when NBGRADER_EXECUTION is
 # set, but a cell may still take longer than nbgrader's default of 30 s. (Settings of Execute apply to
@@ -48,6 +56,7 @@ c.Autograde.autograde_preprocessors = [
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
+    NoteLeftOutFiles,
     SanitizeSubmission,
     HiddenGraders,
     SaveAutoGrades,

@@ -41,8 +41,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from benchmarks.lab2_training import EpochLog, append, machine, validation_split  # noqa: E402
-from coursekit.data import load_fashion_mnist, vgg16_weights_file  # noqa: E402
+from benchmarks.lab2_training import EpochLog, append, machine  # noqa: E402
+from coursekit.data import ensure_vgg16_weights, load_fashion_mnist  # noqa: E402
 from coursekit.vgg16 import preprocessed  # noqa: E402
 
 MEASUREMENTS = ROOT / "docs" / "measurements"
@@ -51,7 +51,7 @@ BLOCKS = ("block1", "block2", "block3", "block4", "block5")
 
 
 def vgg16(size):
-    return keras.applications.VGG16(include_top=False, weights=str(vgg16_weights_file()),
+    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()),
                                     input_shape=(size, size, 3))
 
 

@@ -137,7 +137,8 @@ def _lab2_architectures():
                 x = layers.Activation("relu")(layers.BatchNormalization(momentum=momentum)(x))
             x = layers.Dropout(0.25)(layers.MaxPooling2D()(x))
         x = layers.Flatten()(x)
-        x = layers.Activation("relu")(layers.BatchNormalization(momentum=momentum)(layers.Dense(256, use_bias=False)(x)))
+        x = layers.Dense(256, use_bias=False)(x)
+        x = layers.Activation("relu")(layers.BatchNormalization(momentum=momentum)(x))
         x = layers.Dropout(0.5)(x)
         return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 

@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import course_config
+from coursekit.machine import cpu_model
+from coursekit.course_layout import CourseLayout
 
 
 def _load():
@@ -51,20 +53,13 @@ def _machine_cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_model():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def released_template(root, lab, students):
     """A released course in ``root`` with ``students`` (demo submission ids) submitted for ``lab``."""
     from coursekit import course
     from coursekit.demo import submit_demo_students
     from coursekit.submissions import SUBMISSIONS_BY_LAB
 
-    shutil.copytree(course_config.SOURCE_DIR / lab.assignment, root / "source" / lab.assignment)
+    shutil.copytree(course_config.SOURCE_DIR / lab.assignment, CourseLayout(root).source / lab.assignment)
     shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
     course.generate_release(root, [lab.assignment])
     by_id = {submission.student: submission for submission in SUBMISSIONS_BY_LAB[lab.assignment]}
@@ -146,7 +141,7 @@ def main(argv=None):
     where = isolation()
     report = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "python": platform.python_version(),
         "isolation": list(where.in_force), "isolation_missing": list(where.missing),
         "command": "python -m coursekit.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),

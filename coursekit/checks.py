@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from coursekit.atomic_files import write_text_atomically
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Layers that compute nothing spatial: what a "dense network" may contain.
@@ -215,9 +217,7 @@ def remembered(kind, content, compute):
         return json.loads(path.read_text(encoding="utf-8"))["value"]
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"value": value}), encoding="utf-8")
-    os.replace(partial, path)  # atomic: parallel graders never read half a file
+    write_text_atomically(path, json.dumps({"value": value}))  # parallel graders never read half a file
     return value
 
 
@@ -344,21 +344,35 @@ def brief_retraining(model, data, settings, seed=None):
     from ``settings``, a lab's entry in course_config.py; its bar comes from
     benchmarks/retraining_calibration.py (docs/measurements/).
     """
-    import keras
-
     (x_train, y_train), (x_test, y_test) = data
     seed = settings.retrain_seed if seed is None else seed
+    subset = balanced_subset(y_train, settings.retrain_train_size, seed)
+    return train_fresh_and_score(model, (x_train[subset].astype("float32"), y_train[subset]),
+                                 (x_test.astype("float32"), y_test), settings, seed)
+
+
+def train_fresh_and_score(model, train, test, settings, seed):
+    """The grader's recipe on ``model``'s architecture; its accuracy on ``test``.
+
+    Fresh, trainable weights (:func:`fresh_model`), Adam with ``settings.retrain_learning_rate``,
+    ``settings.retrain_epochs`` epochs of ``train`` (images, labels) in batches of
+    ``settings.retrain_batch_size``, then batch-norm statistics recomputed on
+    ``settings.retrain_bn_images`` of those images (:func:`recompute_batch_norm_statistics`). Used by
+    :func:`brief_retraining` (a whole network on images) and :func:`coursekit.vgg16.head_retraining`
+    (a classifier head on VGG16's features).
+    """
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = train, test
     model = fresh_model(model, seed)
     model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    subset = balanced_subset(y_train, settings.retrain_train_size, seed)
-    x_subset = x_train[subset].astype("float32")
-    model.fit(x_subset, y_train[subset], epochs=settings.retrain_epochs,
-              batch_size=settings.retrain_batch_size, shuffle=True, verbose=0)
-    statistics = np.random.default_rng(seed).choice(len(subset), min(settings.retrain_bn_images, len(subset)),
+    model.fit(x_train, y_train, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
+              shuffle=True, verbose=0)
+    statistics = np.random.default_rng(seed).choice(len(x_train), min(settings.retrain_bn_images, len(x_train)),
                                                     replace=False)
-    recompute_batch_norm_statistics(model, x_subset[statistics])
-    return accuracy(model, x_test.astype("float32"), y_test)
+    recompute_batch_norm_statistics(model, x_train[statistics])
+    return accuracy(model, x_test, y_test)
 
 
 # Convolutional networks ---------------------------------------------------------------------
@@ -367,9 +381,13 @@ CONV_LAYERS = frozenset({"Conv2D", "SeparableConv2D", "DepthwiseConv2D"})
 POOLING_LAYERS = frozenset({"MaxPooling2D", "AveragePooling2D"})
 
 
-def conv_layers(model):
-    """The model's 2-D convolution layers in order, nested models flattened."""
-    return [layer for layer in leaf_layers(model) if type(layer).__name__ in CONV_LAYERS]
+def conv_layers(model, kinds=CONV_LAYERS):
+    """The model's 2-D convolution layers in order, nested models flattened.
+
+    ``kinds``: the layer class names that count (default: ``Conv2D``, ``SeparableConv2D``,
+    ``DepthwiseConv2D``; VGG16's base has ``Conv2D`` layers only).
+    """
+    return [layer for layer in leaf_layers(model) if type(layer).__name__ in kinds]
 
 
 def downsampling_layers(model):
@@ -456,7 +474,8 @@ def _code_cells_with_images(notebook_path):
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
         images = sum(1 for output in cell.get("outputs", []) if isinstance(output, dict)
-                     and min(_png_size((output.get("data") or {}).get("image/png", ""))) >= course_config.FIGURE_MIN_PIXELS)
+                     and min(_png_size((output.get("data") or {}).get("image/png", "")))
+                     >= course_config.FIGURE_MIN_PIXELS)
         cells.append((_without_comments(source), images))
     return cells
 

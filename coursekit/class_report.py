@@ -15,12 +15,11 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import course_config
 from coursekit.class_results import ResultStore, identical_model_files
+from coursekit.course_layout import CourseLayout
 
-REPORTS_FOLDER = "reports"
 
 
 @dataclass
@@ -53,7 +52,7 @@ def class_rows(root, assignment):
     results = ResultStore.for_course(root).results(assignment)
     duplicates = identical_model_files(results)
     rows = []
-    with Gradebook(f"sqlite:///{Path(root) / 'gradebook.db'}") as gradebook:
+    with Gradebook(CourseLayout(root).db_url) as gradebook:
         for student in sorted(s.id for s in gradebook.students):
             try:
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
@@ -71,10 +70,11 @@ def class_rows(root, assignment):
                 row.flags = [str(note) for note in report.get("flags") or []]
                 row.measurements = dict(report.get("measurements") or {})
             else:
-                autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
+                autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
                 row.reasons = _failure_messages(autograded)
             if student in duplicates:
-                row.flags.append(f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}")
+                row.flags.append("its model file is byte for byte the same as that of "
+                                 f"{', '.join(duplicates[student])}")
             rows.append(row)
     return rows
 
@@ -157,7 +157,8 @@ def render(assignment, numbers):
     escape = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        "<meta http-equiv='Content-Security-Policy' "
+        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
         f"<title>{escape(assignment)}: class report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;"
@@ -174,14 +175,17 @@ def render(assignment, numbers):
     parts += [f"<h2>Score distribution</h2><img alt='score distribution' src='{figures['scores']}'>",
               f"<h2>Pass rate of every check</h2><img alt='pass rate per check' src='{figures['checks']}'>",
               "<table><tr><th>check</th><th>passing</th></tr>"]
-    parts += [f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>" for gid, rate in numbers["pass_rates"].items()]
+    parts += [f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>"
+              for gid, rate in numbers["pass_rates"].items()]
     parts.append("</table>")
     if "accuracies" in figures:
-        below = sum(1 for value in numbers["saved_model_accuracies"].values() if value < settings.saved_model_min_accuracy)
+        below = sum(1 for value in numbers["saved_model_accuracies"].values()
+                    if value < settings.saved_model_min_accuracy)
         parts.append(f"<h2>Saved models' test accuracy</h2><p>{below} of {len(numbers['saved_model_accuracies'])} "
                      f"below the bar of {settings.saved_model_min_accuracy:.3f}.</p>"
                      f"<img alt='saved-model accuracies' src='{figures['accuracies']}'>")
-    parts.append("<h2>Most frequent failure messages</h2><table><tr><th>students</th><th>check</th><th>message</th></tr>")
+    parts.append("<h2>Most frequent failure messages</h2>"
+                 "<table><tr><th>students</th><th>check</th><th>message</th></tr>")
     parts += [f"<tr><td>{count}</td><td>{escape(gid)}</td><td>{escape(message)}</td></tr>"
               for (gid, message), count in numbers["frequent_failures"]]
     parts.append("</table><h2>Could not be graded</h2>")
@@ -204,7 +208,7 @@ def write_class_report(root, assignment):
     """Write ``reports/<assignment>.html`` in the course ``root``; return its path."""
     from coursekit.sandbox import close_to_others
 
-    folder = Path(root) / REPORTS_FOLDER
+    folder = CourseLayout(root).reports
     folder.mkdir(mode=0o750, exist_ok=True)
     close_to_others([folder])  # it names students and their scores
     numbers = summary(class_rows(root, assignment))

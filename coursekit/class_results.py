@@ -4,7 +4,7 @@ A submission's result is written (atomically) as soon as it is graded, so a cras
 a timeout or Ctrl-C loses nothing that finished. A later run compares fingerprints
 and grades only what is missing or changed. The fingerprint covers everything the
 grade depends on: the submitted files, the assignment's source notebook and the
-grading code (:data:`GRADING_CODE`).
+grading code (:data:`GRADING_CODE`, by what it does: :func:`code_digest`).
 
 Layout, in the course folder::
 
@@ -16,6 +16,7 @@ to others (the sandbox's user among them) before the first file is written into 
 in a course folder that is open to all.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -23,12 +24,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import course_config
+from coursekit.atomic_files import write_text_atomically
+from coursekit.course_layout import CourseLayout
 from coursekit.grading import CheckResult, GradingReport, grader_file
 from coursekit.sandbox import close_to_others
+from coursekit.submission_files import select_files
 
-# The kit's files that decide a grade, relative to course_config.ROOT: a change to any of them
-# (a grader, a check, a bar, the worker) makes every submission be regraded on the next run.
-GRADING_CODE = ("course_config.py", "coursekit/*.py", "grader_tests/*.py")
+# The kit's files that decide a result, relative to course_config.ROOT: the numbers, the hidden graders,
+# and the modules a worker runs to grade a submission and the recording runs to turn it into points. A
+# change to what any of them does (not to a docstring or a comment: :func:`code_digest`) makes every
+# submission be regraded on the next run. The demo, the reports, the exports, the benchmark and the
+# reference runs are left out: editing them regrades nothing.
+GRADING_CODE = (
+    "course_config.py", "grader_tests/*.py",
+    *(f"coursekit/{name}.py" for name in (
+        "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "course_layout",
+        "data", "gradebook_writer", "grading", "kernel_sandbox", "model_files", "nbgrader_plugin", "notebooks",
+        "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
+)
 
 
 def _digest(parts):
@@ -40,11 +53,43 @@ def _digest(parts):
     return digest.hexdigest()
 
 
-def code_digest(assignment):
-    """sha256 of the grading code of ``assignment`` on this machine (the same on every worker)."""
-    files = sorted({path for pattern in GRADING_CODE for path in course_config.ROOT.glob(pattern)}
-                   | {grader_file(assignment)})
-    return _digest((path.relative_to(course_config.ROOT).as_posix(), path.read_bytes()) for path in files)
+def code_digest(assignment, root=None):
+    """sha256 of the grading code of ``assignment`` (:data:`GRADING_CODE` under ``root``, default the kit's folder).
+
+    The same on every worker with the same kit. A Python file counts by what it does: its syntax tree
+    without docstrings (:func:`code_of`), so rewording a docstring or a comment changes nothing.
+    """
+    root = Path(root or course_config.ROOT)
+    files = {path for pattern in GRADING_CODE for path in root.glob(pattern)}
+    if root == course_config.ROOT:
+        files.add(grader_file(assignment))
+    return _digest((path.relative_to(root).as_posix(), code_of(path)) for path in sorted(files))
+
+
+def code_of(path):
+    """What decides what the file at ``path`` does: for Python, the dump of its syntax tree without
+    docstrings (comments are not in it); for any other file, its bytes. Parsed once per version of the file."""
+    info = os.stat(path)
+    key = (str(path), info.st_mtime_ns, info.st_size)
+    if key not in _CODE_OF:
+        _CODE_OF[key] = _code_of(Path(path).read_bytes(), path)
+    return _CODE_OF[key]
+
+
+_CODE_OF = {}
+
+
+def _code_of(content, path):
+    if Path(path).suffix != ".py":
+        return content
+    tree = ast.parse(content, filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -57,30 +102,43 @@ class Submission:
 
     @property
     def folder(self):
-        return Path(self.root) / "submitted" / self.student / self.assignment
+        return CourseLayout(self.root).submission(self.student, self.assignment)
 
     @property
     def source_notebook(self):
         """The instructor's notebook of the assignment, in the course's source/ folder."""
         lab = course_config.lab_settings(self.assignment)
-        return Path(self.root) / "source" / self.assignment / lab.notebook
+        return CourseLayout(self.root).source_notebook(self.assignment, lab.notebook)
+
+    def selection(self):
+        """Which submitted files are graded and sent (:func:`coursekit.submission_files.select_files`)."""
+        return select_files(self.folder, self.assignment)
 
     def files(self):
-        """Every submitted file: ``{relative path: bytes}``, sorted by path."""
-        paths = sorted(path for path in self.folder.rglob("*") if path.is_file())
-        return {path.relative_to(self.folder).as_posix(): path.read_bytes() for path in paths}
+        """The submitted files that are graded: ``{relative path: bytes}``, sorted by path.
+
+        Only what :meth:`selection` keeps is read: never a link, extra files within the limits
+        of course_config.py; :meth:`left_out` says what was not.
+        """
+        return {name: (self.folder / name).read_bytes() for name in self.selection().kept}
+
+    def left_out(self):
+        """Notes for the student on the files that were not graded or copied (empty when none)."""
+        return self.selection().notes()
 
     def fingerprint(self, files=None):
-        """sha256 of the submitted files, the source notebook and the grading code."""
+        """sha256 of the submitted files (those graded, and the notes on the others), the source notebook and
+        the grading code."""
         files = self.files() if files is None else files
         extra = [("source notebook", self.source_notebook.read_bytes()),
-                 ("grading code", code_digest(self.assignment).encode())]
+                 ("grading code", code_digest(self.assignment).encode()),
+                 ("left out", "\n".join(self.left_out()).encode())]
         return _digest([("submitted/" + name, content) for name, content in files.items()] + extra)
 
 
 def find_submissions(root, assignment):
     """The submissions of ``assignment`` in ``root/submitted/``, sorted by student id."""
-    submitted = Path(root) / "submitted"
+    submitted = CourseLayout(root).submitted
     if not submitted.is_dir():
         return []
     return [Submission(Path(root), assignment, folder.name) for folder in sorted(submitted.iterdir())
@@ -104,10 +162,16 @@ def report_from_dict(data):
 
 
 def result_report(result):
-    """The hidden graders' report of a result; every check fails when the submission had a problem."""
-    if result.get("problem"):
+    """The hidden graders' report of a result.
+
+    When the notebook could not be read (``result["problem"]``) the graders still graded what needs no
+    notebook (the saved model) and failed the rest with the notebook's problem; a result without their
+    verdicts fails every check with the problem.
+    """
+    report = result.get("report") or {}
+    if result.get("problem") and not report.get("checks"):
         return GradingReport({}, result["problem"])
-    return report_from_dict(result["report"])
+    return report_from_dict(report)
 
 
 class ResultStore:
@@ -118,7 +182,7 @@ class ResultStore:
 
     @classmethod
     def for_course(cls, root):
-        return cls(Path(root) / course_config.CLASS_GRADING_RESULTS)
+        return cls(CourseLayout(root).class_grading_results)
 
     def path(self, assignment, student, suffix=".json"):
         return self.folder / assignment / f"{student}{suffix}"
@@ -129,11 +193,6 @@ class ResultStore:
             return json.loads(self.path(assignment, student).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-
-    def is_current(self, submission, fingerprint):
-        """Whether the stored result of ``submission`` was computed from exactly this content."""
-        result = self.load(submission.assignment, submission.student)
-        return result is not None and result.get("fingerprint") == fingerprint
 
     def save(self, result):
         """Write ``result`` atomically (a temporary file, then a rename): never half a file."""
@@ -159,9 +218,7 @@ class ResultStore:
     def _write(self, path, text):
         self._make_folder()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomically(path, text)
 
     def _make_folder(self):
         """The results folder, closed to others before anything is written into it."""

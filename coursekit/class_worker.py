@@ -20,15 +20,18 @@ process that runs :func:`coursekit.classgrading.grade_class` writes that. The gr
 comes from the graders' report only; nothing computed in the student's kernel is
 trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
 
-A problem caused by the submission (a notebook that is not valid JSON, a kernel that
-dies) is returned as ``result["problem"]``: every autograded check then scores 0 with that
-message. Time is the student's problem too, but it costs only what it left ungraded: the
-graders get the lab's ``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole
-job), and the checks they finished keep their result while the others fail naming the limit
-(``report["unfinished"]``); the re-run stops at the same deadline, and a cell over its limit, or
-one that ignores SIGINT, shows why in the executed notebook
-(:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure of the worker itself (no kernel, other grading code, a protection of the
-sandbox missing where ``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
+A notebook that cannot be read (not valid JSON, not UTF-8, too large) is returned as
+``result["problem"]``: every check that needs the notebook then scores 0 with that message, and the
+graders still grade the saved model (as ``coursekit grade`` does). The
+re-run never decides a grade: a kernel that dies (memory, a crash, ``os._exit``) stops the re-run
+with a message in the executed notebook, and the graders' report stands. Time is the student's
+problem too, but it costs only what it left ungraded: the graders get the lab's
+``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole job), and the checks
+they finished keep their result while the others fail naming the limit (``report["unfinished"]``);
+the re-run stops at the same deadline, and a cell over its limit, or one that ignores SIGINT,
+shows why in the executed notebook (:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure
+of the worker itself (no kernel, other grading code, a protection of the sandbox missing where
+``course_config.SANDBOX_REQUIRE_ISOLATION`` is set) raises
 :class:`GradingWorkerError`: nothing is recorded, and the next run tries again.
 """
 
@@ -108,18 +111,31 @@ def grade_submission(job):
             path.write_bytes(content)
         notebook_path = folder / job.notebook
         notebook, result["problem"] = _read_notebook(notebook_path)
-        if notebook is not None:
+        model_file = course_config.lab_settings(job.assignment).model_file
+        if notebook is not None or model_file in job.files:  # the saved-model check needs no notebook
             deadline = started + timeout
             # The graders and the quick-mode re-run are separate processes that share nothing (the
             # re-run works in a scratch copy of the folder), so they run side by side.
             with ThreadPoolExecutor(max_workers=1) as side:
                 graders = side.submit(grade_notebook, notebook_path, job.assignment,
                                       timeout=min(grader_limit, timeout))
-                result["problem"] = _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
+                if notebook is not None:
+                    _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
                 result["report"] = report_to_dict(graders.result())
-            result["executed_notebook"] = notebook
+            result["executed_notebook"] = _bounded(notebook)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _bounded(notebook):
+    """``notebook`` with every output over ``NOTEBOOK_OUTPUT_MAX_CHARS`` cut with a note, as in autograded/ and
+    feedback/ (:func:`coursekit.nbgrader_plugin.bounded_output`): what is sent back and stored stays small."""
+    from coursekit.nbgrader_plugin import bounded_output
+
+    for cell in notebook.cells if notebook is not None else ():
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [bounded_output(output) for output in cell.get("outputs", [])]
+    return notebook
 
 
 def model_file_digest(job):
@@ -142,7 +158,11 @@ def _read_notebook(path):
 
 
 def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
-    """Re-run ``notebook`` in place, as nbgrader autograde does; return a problem or ""."""
+    """Re-run ``notebook`` in place, as nbgrader autograde does.
+
+    What goes wrong because of the notebook (a cell over its time, a kernel that dies) is shown in
+    the notebook and decides no grade; :class:`GradingWorkerError` when the worker cannot re-run it.
+    """
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import DeadKernelError
     from nbgrader.utils import setenv
@@ -164,15 +184,25 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
     try:
         with setenv(NBGRADER_EXECUTION="autograde"):
             executor.preprocess(notebook, {"metadata": {"path": str(folder)}})
-    except DeadKernelError:
-        return ("The notebook's kernel died while the notebook was re-run (it may have used too much "
-                "memory). Make sure it trains only briefly when NBGRADER_EXECUTION is set, and submit again.")
+    except DeadKernelError:  # outside a cell (SandboxedExecute handles a death during one): say so in the notebook
+        _note_dead_kernel(notebook)
     except NoSuchKernel as error:
         raise GradingWorkerError(f"Worker {host} has no Jupyter kernel '{kernel_name}' to re-run the notebook "
                                  "in: install the kit's kernel there (make kernel).") from error
     except Exception as error:  # a cell over its time, or one that ignores SIGINT, is handled by SandboxedExecute
         raise GradingWorkerError(f"Worker {host} could not re-run the notebook: {error!r}.") from error
-    return ""
+
+
+def _note_dead_kernel(notebook):
+    """The dead kernel's message as an error output of the first code cell."""
+    from nbformat.v4 import new_output
+
+    from coursekit.kernel_sandbox import dead_kernel_message
+
+    cell = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
+    if cell is not None:
+        cell.outputs.append(new_output("error", ename="GradingKernelDied", evalue=dead_kernel_message(),
+                                       traceback=[f"GradingKernelDied: {dead_kernel_message()}"]))
 
 
 def deadline_note(seconds):

@@ -46,6 +46,7 @@ class ClassGradingSummary:
     problems: dict = field(default_factory=dict)     # graded, but the submission had a problem (scores 0)
     failures: dict = field(default_factory=dict)     # not graded or not recorded: tried again next run
     flags: dict = field(default_factory=dict)        # notes for the instructor's review (points kept)
+    left_out: dict = field(default_factory=dict)     # submitted files not graded or copied (over a limit, links)
     reports: list = field(default_factory=list)      # reports/<assignment>.html written in this run
     exports: list = field(default_factory=list)      # grades in a platform's import layout (--export)
     interrupted: bool = False
@@ -58,6 +59,7 @@ class ClassGradingSummary:
         lines += [f"  problem  {a}/{s}: {why}" for (a, s), why in sorted(self.problems.items())]
         lines += [f"  FAILED   {a}/{s}: {why}" for (a, s), why in sorted(self.failures.items())]
         lines += [f"  review   {a}/{s}: {note}" for (a, s), notes in sorted(self.flags.items()) for note in notes]
+        lines += [f"  left out {a}/{s}: {note}" for (a, s), notes in sorted(self.left_out.items()) for note in notes]
         if self.interrupted:
             lines.append("Interrupted: every finished result is saved; run the same command again to "
                          "grade the rest.")
@@ -248,6 +250,9 @@ def _finish(future, submission, fingerprint, store, writer, summary, bar):
         bar.write(f"FAILED {submission.student}/{submission.assignment}: {summary.failures[key]}")
         return
     result["fingerprint"] = fingerprint
+    result["left_out"] = submission.left_out()  # also at the top of the feedback (NoteLeftOutFiles)
+    if result["left_out"]:
+        summary.left_out[key] = result["left_out"]
     store.save(result)
     summary.graded.append(key)
     problem = result["problem"] or result["report"]["problem"] or result["report"].get("unfinished", "")

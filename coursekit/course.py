@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from contextlib import contextmanager
 
 from nbgrader.api import Gradebook, MissingEntry
+
+from coursekit.course_layout import CourseLayout
 
 
 class NbgraderError(RuntimeError):
@@ -20,14 +22,39 @@ class NbgraderError(RuntimeError):
 def nbgrader(root, *args, timeout=None):
     """Run ``nbgrader ARGS`` in the course folder ``root``; return its log."""
     command = [sys.executable, "-m", "nbgrader", *args]
-    # nbgrader runs `alembic` to create a gradebook: it must find this environment's scripts.
-    scripts = os.path.dirname(sys.executable)
-    env = dict(os.environ, PATH=scripts + os.pathsep + os.environ.get("PATH", ""))
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=root, env=nbgrader_environment(), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise NbgraderError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{tail}")
     return done.stdout + done.stderr
+
+
+def nbgrader_environment(env=None):
+    """A copy of ``env`` (default: this process's environment) with this environment's scripts first on PATH.
+
+    nbgrader runs the ``alembic`` script it finds on PATH when it creates a gradebook; it must be
+    the one installed beside this interpreter, whatever PATH the instructor's shell has.
+    """
+    env = dict(os.environ if env is None else env)
+    scripts = os.path.dirname(sys.executable)
+    if scripts not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@contextmanager
+def scripts_on_path():
+    """While the block runs nbgrader in this process: PATH as :func:`nbgrader_environment` has it; put back after."""
+    saved = os.environ.get("PATH")
+    os.environ["PATH"] = nbgrader_environment()["PATH"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = saved
 
 
 def generate_release(root, assignments):
@@ -78,8 +105,8 @@ def check_table(root, assignment, notebook):
     read from nbgrader's gradebook and the autograded notebooks.
     """
     rows = []
-    db_url = f"sqlite:///{Path(root) / 'gradebook.db'}"
-    with Gradebook(db_url) as gradebook:
+    layout = CourseLayout(root)
+    with Gradebook(layout.db_url) as gradebook:
         for student in sorted(s.id for s in gradebook.students):
             try:
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
@@ -87,6 +114,6 @@ def check_table(root, assignment, notebook):
                 continue
             scores = {grade.name: (grade.score, grade.max_score) for grade in submission.grades
                       if grade.cell.cell_type == "code"}
-            autograded = Path(root) / "autograded" / student / assignment / f"{notebook}.ipynb"
+            autograded = layout.autograded_notebook(student, assignment, notebook)
             rows.append({"student": student, "scores": scores, "reasons": _failure_messages(autograded)})
     return rows

@@ -18,18 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from coursekit.atomic_files import write_atomically
+
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
-
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-
 
 class DatasetNotFoundError(FileNotFoundError):
     """Fashion-MNIST is neither in Keras's cache nor in any local source folder."""
@@ -181,9 +177,7 @@ def ensure_vgg16_weights(sources=None):
     for source in map(Path, sources):
         if source.is_file() and _sha256(source) == course_config.VGG16_WEIGHTS_SHA256:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".partial")
-            shutil.copyfile(source, partial)
-            os.replace(partial, cache)
+            write_atomically(cache, lambda partial, source=source: shutil.copyfile(source, partial))
             return cache
     raise WeightsNotFoundError(_weights_not_found_message([cache, *sources]))
 
@@ -204,14 +198,3 @@ def configure_vgg16_weights():
         os.environ[name] = str(cache)
         return os.environ[name]
     return ""
-
-
-def vgg16_weights_file():
-    """The local weights file the graders compare against and load (they never download).
-
-    Raises
-    ------
-    WeightsNotFoundError
-        With what to do, when there is no local copy.
-    """
-    return ensure_vgg16_weights()

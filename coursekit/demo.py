@@ -18,6 +18,7 @@ from pathlib import Path
 
 import course_config
 from coursekit import course
+from coursekit.course_layout import CourseLayout
 from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, reference_files, write_submission
 
 SHORT_NAMES = {
@@ -35,8 +36,8 @@ def _step(number, text):
 
 
 def _fresh_submission_folders(root, student, assignment):
-    for top in ("submitted", "autograded", "feedback"):
-        shutil.rmtree(root / top / student / assignment, ignore_errors=True)
+    for folder in CourseLayout(root).student_folders(student, assignment):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def submit_demo_students(root, submissions, settings):
@@ -48,7 +49,7 @@ def submit_demo_students(root, submissions, settings):
             make_weak_model(weak_model, settings)
         for submission in submissions:
             _fresh_submission_folders(root, submission.student, settings.assignment)
-            folder = root / "submitted" / submission.student / settings.assignment
+            folder = CourseLayout(root).submission(submission.student, settings.assignment)
             write_submission(submission, folder, settings, weak_model_path=weak_model)
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
             (folder / "timestamp.txt").write_text(stamp + "\n")

@@ -15,11 +15,10 @@ as nbgrader does for a missing notebook, and the feedback page says why.
 """
 
 import html
-import os
 import re
 import shutil
-import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -31,7 +30,9 @@ from sqlalchemy.exc import SAWarning
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
-from coursekit.class_results import ResultStore
+from coursekit.class_results import ResultStore, result_report
+from coursekit.course import scripts_on_path
+from coursekit.course_layout import CourseLayout
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
 from coursekit.sandbox import close_course, close_to_others
 
@@ -68,25 +69,27 @@ class GradebookWriter:
         self.store = store or ResultStore.for_course(root)
         config = class_grading_config(self.root, self.store.folder)
         self.api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-        # nbgrader creates a gradebook with the `alembic` script of this environment.
-        scripts = os.path.dirname(sys.executable)
-        if scripts not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+
+    @contextmanager
+    def _gradebook(self):
+        """nbgrader's gradebook of the course (made, with this environment's ``alembic``, if there is none)."""
+        with scripts_on_path(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+            yield gradebook
 
     def known_assignments(self):
         """Assignment ids in the gradebook (made by ``nbgrader generate_assignment``)."""
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        with self._gradebook() as gradebook:
             return {assignment.name for assignment in gradebook.assignments}
 
     def students_with_submissions(self, assignment):
         """Student ids with a submission of ``assignment`` in the gradebook."""
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        with self._gradebook() as gradebook:
             return {submission.student.id for submission in gradebook.find_assignment(assignment).submissions}
 
     def record(self, result):
         """Put one result into the gradebook and write the student's feedback; then mark it recorded."""
         assignment, student = result["assignment"], result["student"]
-        with warnings.catch_warnings():  # nbgrader's own SQLAlchemy warnings, harmless, one per grade
+        with warnings.catch_warnings(), scripts_on_path():  # nbgrader's own SQLAlchemy warnings: harmless
             warnings.simplefilter("ignore", SAWarning)
             if result["executed_notebook"] is None:
                 self._record_unreadable(result)
@@ -100,12 +103,12 @@ class GradebookWriter:
     def export_grades(self):
         """nbgrader's CSV export (as ``nbgrader export``) into the course's grades CSV; returns its path.
         The file is closed to others before the grades are written into it."""
-        path = self.root / course_config.GRADES_CSV.name
+        path = CourseLayout(self.root).grades_csv
         path.touch(mode=0o640)
         close_to_others([path])  # nbgrader's export keeps the mode of the file it overwrites
-        with warnings.catch_warnings(), Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gb:
+        with warnings.catch_warnings(), self._gradebook() as gradebook:
             warnings.simplefilter("ignore", SAWarning)
-            CsvExportPlugin(to=str(path), parent=self.api).export(gb)
+            CsvExportPlugin(to=str(path), parent=self.api).export(gradebook)
         return path
 
     @staticmethod
@@ -122,23 +125,31 @@ class GradebookWriter:
         return Path(coursedir.format_path(template, result["student"], result["assignment"]))
 
     def _record_unreadable(self, result):
-        """0 on every grade of the submission (nbgrader's rule for a missing notebook) and a feedback page."""
+        """A notebook nbgrader cannot read: the checks the graders passed without it (the saved model) get their
+        points, every other grade 0 (nbgrader's rule for a missing notebook), and a feedback page says why."""
         assignment, student = result["assignment"], result["student"]
-        with Gradebook(self.api.coursedir.db_url, self.api.coursedir.course_id) as gradebook:
+        report = result_report(result)
+        passed = {grade_id for grade_id, check in report.checks.items() if check.passed}
+        kept = []
+        with self._gradebook() as gradebook:
             gradebook.update_or_create_student(student)
             submission = gradebook.update_or_create_submission(assignment, student)
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
-                    grade.auto_score = 0
+                    grade.auto_score = grade.max_score if grade.name in passed else 0
                     grade.needs_manual_grade = False
+                    if grade.name in passed:
+                        kept.append(f"{grade.name} ({grade.max_score:g} points)")
             gradebook.db.commit()
         notebook_id = course_config.lab_settings(assignment).notebook_id
         for template in (self.api.coursedir.autograded_directory, self.api.coursedir.feedback_directory):
             shutil.rmtree(self._folder(template, result), ignore_errors=True)  # an earlier submission's
         page = self._folder(self.api.coursedir.feedback_directory, result) / f"{notebook_id}.html"
         page.parent.mkdir(parents=True)
+        graded = (f"<p>Graded without the notebook, from your other files: {html.escape(', '.join(kept))}.</p>\n"
+                  if kept else "")
         page.write_text(
             f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{notebook_id}</title></head><body>\n"
             f"<h1>{html.escape(assignment)}: {html.escape(notebook_id)}</h1>\n"
-            f"<p>Your submission could not be graded, and every autograded check scores 0.</p>\n"
-            f"<p>{html.escape(result['problem'])}</p>\n</body></html>\n", encoding="utf-8")
+            f"<p>Your notebook could not be read, so every check that needs it scores 0.</p>\n"
+            f"<p>{html.escape(result['problem'])}</p>\n{graded}</body></html>\n", encoding="utf-8")

@@ -126,7 +126,8 @@ def time_limit_message(seconds):
     """What a check left ungraded by the graders' time limit says to the student."""
     return (f"Not graded: the hidden graders reached their time limit of {seconds:.0f} s for your whole submission "
             "before this check, and the checks graded before it keep their result. Your graded functions or your "
-            f"model are too slow: each call of a graded function may take at most {course_config.SANDBOX_CALL_TIMEOUT_S} s "
+            "model are too slow: each call of a graded function may take at most "
+            f"{course_config.SANDBOX_CALL_TIMEOUT_S} s "
             "and should take well under a second; keep the model within the lab's size, and submit again.")
 
 

@@ -35,7 +35,6 @@ constructor (configuration cannot change it), so :class:`SandboxedExecute`, an
 ``Execute`` that uses this manager, takes its place in ``nbgrader_config.py``.
 """
 
-import functools
 import logging
 import os
 import shutil
@@ -44,7 +43,7 @@ import time
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellTimeoutError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import Execute
@@ -52,7 +51,6 @@ from traitlets import Dict, Float, Unicode
 
 import course_config
 from coursekit import sandbox
-from coursekit.data import keras_home
 
 log = logging.getLogger(__name__)
 
@@ -70,60 +68,7 @@ KEPT_PREFIXES = ("JPY_", "NBGRADER_")
 
 def file_variables():
     """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
-    return (getattr(course_config, "VGG16_WEIGHTS_ENV", "VGG16_WEIGHTS"),)
-
-
-def _readable_copy(source, target):
-    """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
-    is already readable by all, else a copy with mode 0644."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(target.parent, 0o755)
-    try:
-        if source.stat().st_mode & 0o004:
-            os.link(source, target)
-            return
-    except OSError:
-        pass
-    shutil.copyfile(source, target)
-    os.chmod(target, 0o644)
-
-
-@functools.lru_cache(maxsize=None)
-def _keras_mirror():
-    """Once per process: the grader's Keras datasets and model files, readable (not writable) by the
-    kernel's user, in a folder of the scratch parent (which others cannot list)."""
-    mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=sandbox._scratch_parent()))
-    os.chmod(mirror, 0o755)
-    home = keras_home()
-    for part in ("datasets", "models"):
-        (mirror / part).mkdir()
-        os.chmod(mirror / part, 0o755)
-        source = home / part
-        if not source.is_dir():
-            continue
-        for path in source.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                _readable_copy(path, mirror / part / path.relative_to(source))
-    return mirror
-
-
-def sandbox_readable_file(path):
-    """Where sandboxed code (a kernel, or the graders' sandbox) can read ``path``, a file of the grader's
-    such as VGG16's weights under root's home; None when there is no such file."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    mirror = _keras_mirror()
-    try:
-        inside = path.resolve().relative_to(keras_home().resolve())
-        if inside.parts and inside.parts[0] in ("datasets", "models"):
-            return mirror / inside
-    except ValueError:
-        pass
-    target = mirror / "files" / path.name
-    if not target.exists():
-        _readable_copy(path, target)
-    return target
+    return (course_config.VGG16_WEIGHTS_ENV,)
 
 
 def kernel_environment(env, home):
@@ -135,7 +80,7 @@ def kernel_environment(env, home):
                 IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
     for name in file_variables():
         if env.get(name):
-            mirrored = sandbox_readable_file(env[name])
+            mirrored = sandbox.sandbox_readable_file(env[name])
             kept[name] = str(mirrored) if mirrored else env[name]  # e.g. "imagenet": not a file
     return kept
 
@@ -143,7 +88,7 @@ def kernel_environment(env, home):
 def _prepare_home(home):
     """``HOME`` of the kernel: Keras's datasets and models linked to the read-only mirror, and
     matplotlib's font list (building it takes seconds at every start otherwise)."""
-    mirror = _keras_mirror()
+    mirror = sandbox.keras_mirror()
     (home / ".keras").mkdir(parents=True)
     for part in ("datasets", "models"):
         (home / ".keras" / part).symlink_to(mirror / part)
@@ -187,12 +132,14 @@ class SandboxedKernelManager(AsyncKernelManager):
     course_roots = ()  # the course folders being graded (SandboxedExecute sets nbgrader's)
 
     async def _async_pre_start_kernel(self, **kw):
+        # jupyter_client's private step, the one its start_kernel calls (pinned in requirements.txt; tests/
+        # test_untrusted.py::test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called).
         where = sandbox.isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
         # Before any student code runs: the course being graded, any course the notebook lies in, the kit's.
         roots = [*map(Path, self.course_roots), *sandbox.find_course_roots(kw.get("cwd"))]
         sandbox.close_course(*dict.fromkeys(roots))
         if self.scratch is None:
-            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox._scratch_parent()))
+            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox.scratch_parent()))
             _prepare_home(self.scratch / "home")
             _copy_folder(kw.get("cwd"), self.scratch / "work")
             if where.drops_privileges:
@@ -204,7 +151,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if where.drops_privileges:
             os.chown(self.connection_file, where.uid, where.gid)
         kw.update(cwd=str(self.scratch / "work"), env=kernel_environment(kw.get("env"), self.scratch / "home"),
-                  preexec_fn=sandbox._limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
+                  preexec_fn=sandbox.limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
                                                       course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges))
         self.isolation = where
         return [*where.prefix, *kernel_cmd], kw
@@ -229,6 +176,15 @@ def _unresponsive_message(seconds):
             "and submit again. Your checks are graded by the hidden graders all the same.")
 
 
+def dead_kernel_message():
+    """The message of the cell during which the re-run's kernel died."""
+    return ("The notebook's kernel died while this cell ran (it may have used more memory than the "
+            f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own "
+            "process), so the notebook was stopped here and the cells after it were not run. Make it train only "
+            "briefly when NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by "
+            "the hidden graders all the same.")
+
+
 class SandboxedExecute(Execute):
     """nbgrader's ``Execute``, with the kernel started by :class:`SandboxedKernelManager`.
 
@@ -241,7 +197,8 @@ class SandboxedExecute(Execute):
     interrupted and shows a message naming the limit (``error_on_timeout``); a cell that does
     not stop when interrupted (it ignores SIGINT), or a notebook whose cells add up past
     ``deadline``, ends the run there with a message in that cell, the kernel is killed, and
-    the later cells keep no outputs. The grade is not affected: it comes from the hidden graders.
+    the later cells keep no outputs. A kernel that dies during a cell (memory, a crash,
+    ``os._exit``) ends the run the same way. The grade is not affected: it comes from the hidden graders.
     """
 
     error_on_timeout = Dict(
@@ -279,12 +236,15 @@ class SandboxedExecute(Execute):
             self._stop(cell, _unresponsive_message(limit))
             self.shutdown_kernel = "immediate"  # kill the busy kernel (its PID namespace) without waiting
             return cell, self.resources
+        except DeadKernelError:  # the student's code killed its kernel: the run ends here, the grading goes on
+            self._stop(cell, dead_kernel_message(), ename="GradingKernelDied")
+            self.shutdown_kernel = "immediate"
+            return cell, self.resources
 
-    def _stop(self, cell, message):
+    def _stop(self, cell, message, ename="GradingTimeLimit"):
         self.stopped = message
         self.log.warning("Re-execution stopped at cell %s: %s", cell.get("id", "?"), message)
-        cell.outputs.append(new_output("error", ename="GradingTimeLimit", evalue=message,
-                                       traceback=[f"GradingTimeLimit: {message}"]))
+        cell.outputs.append(new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"]))
 
     def create_kernel_manager(self):
         manager = super().create_kernel_manager()

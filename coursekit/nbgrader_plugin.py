@@ -174,6 +174,36 @@ class StoredVerdicts(StoredResult, VerdictsPreprocessor):
         return result_report(self.stored_result(resources))
 
 
+class NoteLeftOutFiles(NbGraderPreprocessor):
+    """Say at the top of the autograded notebook (and so of the feedback) which submitted files were left out.
+
+    nbgrader copies only the files :func:`coursekit.submission_files.select_files` keeps (links,
+    files over ``SUBMISSION_EXTRA_FILE_MAX_MB``, beyond ``SUBMISSION_EXTRA_TOTAL_MAX_MB`` or
+    ``SUBMISSION_EXTRA_MAX_FILES``: :func:`~coursekit.submission_files.bound_nbgrader_copies`). This
+    step, in ``Autograde.autograde_preprocessors`` before ``SanitizeSubmission``, adds a markdown
+    cell with one note per file left out, in the student's terms; nothing when none was. No grade
+    depends on it.
+    """
+
+    def preprocess(self, nb, resources):
+        from coursekit.submission_files import select_files
+
+        info = resources["nbgrader"]
+        coursedir = CourseDirectory(config=self.config)
+        folder = coursedir.format_path(coursedir.submitted_directory, info["student"], info["assignment"])
+        notes = select_files(folder, info["assignment"], ignore=coursedir.ignore).notes()
+        if notes:
+            self.log.warning("%s: files left out of grading: %s", info["student"], " ".join(notes))
+            nb.cells.insert(0, nbformat.v4.new_markdown_cell(left_out_cell_text(notes)))
+        return nb, resources
+
+
+def left_out_cell_text(notes):
+    """The markdown of the note at the top of the autograded notebook and the feedback page."""
+    lines = "\n".join(f"- {note}" for note in notes)  # file names in code spans (SanitizeSubmission runs after)
+    return f"**Files not graded.** Some files of your submission were left out:\n\n{lines}\n"
+
+
 class RestoreGradedCells(NbGraderPreprocessor):
     """Sanitizing step: put back the nbgrader roles of the released cells, from the gradebook.
 
@@ -236,7 +266,8 @@ class CleanSubmission(NbGraderPreprocessor):
             if not isinstance(meta, dict):
                 cell["metadata"] = meta = nbformat.NotebookNode()
             nbgrader = meta.get("nbgrader")
-            if "nbgrader" in meta and (not isinstance(nbgrader, dict) or not isinstance(nbgrader.get("grade_id", ""), str)):
+            junk = not isinstance(nbgrader, dict) or not isinstance(nbgrader.get("grade_id", ""), str)
+            if "nbgrader" in meta and junk:
                 self.log.warning("Cell %d: dropping nbgrader metadata that is not nbgrader's (%.60r)", index, nbgrader)
                 del meta["nbgrader"]
             source = cell.get("source", "")
@@ -306,7 +337,7 @@ def bounded_output(output):
         traceback, kept = [], 0
         for line in output.get("traceback", []):
             if kept + len(line) > limit:
-                traceback.append(_cut_note(sum(len(l) for l in output["traceback"])))
+                traceback.append(_cut_note(sum(len(text) for text in output["traceback"])))
                 break
             traceback.append(line)
             kept += len(line)

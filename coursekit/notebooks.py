@@ -61,7 +61,8 @@ def read_submission(path, max_mb=None):
         json.dumps(notebook, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be written back
     except UnicodeEncodeError:
         raise NotebookProblem(f"The notebook {name} holds text that is not valid Unicode (an unpaired "
-                              "surrogate escape such as \\udc80). Remove it, save in Jupyter and submit again.") from None
+                              "surrogate escape such as \\udc80). Remove it, save in Jupyter and submit "
+                              "again.") from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise NotebookProblem(
@@ -78,12 +79,3 @@ def _check_structure(data, name):
     if data["nbformat"] < 3:
         raise NotebookProblem(f"The notebook {name} is in the very old format nbformat {data['nbformat']}. "
                               "Open it in a current Jupyter, save it, and submit the saved file.")
-
-
-def submission_problem(path, max_mb=None):
-    """'' when the notebook at ``path`` can be graded, else the student's message."""
-    try:
-        read_submission(path, max_mb)
-    except NotebookProblem as problem:
-        return str(problem)
-    return ""

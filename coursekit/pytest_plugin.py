@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from coursekit.atomic_files import write_text_atomically
 from coursekit.checks import GRADER_MEASUREMENTS, INSTRUCTOR_FLAGS, CheckFailed
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_collection_finish", "pytest_runtest_makereport",
@@ -130,6 +131,4 @@ def _write_report(config, finished):
     notebook = config.getoption("--notebook", default=None)
     report = {"notebook": notebook, "finished": finished, "checks": checks, "flags": list(INSTRUCTOR_FLAGS),
               "measurements": dict(GRADER_MEASUREMENTS)}
-    partial = Path(path).with_name(Path(path).name + ".partial")
-    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    partial.replace(path)  # atomic: a run killed while writing leaves the previous report whole
+    write_text_atomically(path, json.dumps(report, indent=1))  # a run killed while writing leaves the last report whole

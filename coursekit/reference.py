@@ -78,15 +78,10 @@ def execute(notebook, folder, seed, timeout=None):
 
 
 def hardware():
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": _gpu_names(), "machine": platform.machine(),
+    """The machine a reference run ran on: CPU model and cores, GPUs, architecture and system."""
+    from coursekit.machine import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": _gpu_names(), "machine": platform.machine(),
             "system": platform.system()}
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import course_config
+from coursekit.data import keras_home
 from coursekit.notebooks import NotebookProblem, read_submission
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,14 @@ class Isolation:
 
 def _prefix(user_ids, namespaces):
     """The ``unshare`` command that starts the child: new network and PID namespaces (all of the
-    child's processes die with it) and/or another user (``user_ids``: uid, gid)."""
+    child's processes die with it) and/or another user (``user_ids``: uid, gid).
+
+    The child dies with ``unshare``: ``--kill-child`` asks for that, but switching users clears
+    a process's parent-death signal, so ``setpriv --pdeathsig KILL`` sets it again after the
+    switch, just before the child's program starts. ``unshare`` itself dies with the grader's
+    process (:func:`_die_with_parent`, in :func:`limit_resources`), so killing ``nbgrader
+    autograde`` or a class-grading worker leaves no sandboxed process behind.
+    """
     command = [shutil.which("unshare") or "/usr/bin/unshare"]
     if namespaces:
         command += ["--net", "--pid", "--mount-proc", "--fork", "--kill-child"]
@@ -140,7 +148,38 @@ def _prefix(user_ids, namespaces):
         command += ["--setgid", str(user_ids[1]), "--setuid", str(user_ids[0])]
     elif namespaces and os.getuid() != 0:
         command.append("--user")  # an unprivileged user namespace is what allows the others
-    return tuple(command + ["--"])
+    return tuple(command + ["--", *_pdeathsig_command()])
+
+
+@functools.lru_cache(maxsize=None)
+def _pdeathsig_command():
+    """``setpriv --pdeathsig KILL --`` where util-linux's setpriv has that option (2.33 and later), else ()."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return ()
+    try:
+        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent():
+    """In a new process, before it runs its program: be killed when the thread that started it ends.
+
+    Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``) survives ``exec`` of a program that is
+    not set-user-ID. A process whose parent died before this call ends at once."""
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not Linux: the namespaces' --kill-child and the runners' own clean-up remain
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _probe(prefix, user_ids=None):
@@ -242,13 +281,15 @@ def close_to_others(paths):
 # grading's stored results, nbgrader's log (student ids and verdicts), reports, and the kit's own
 # folders when the course is the kit's folder. Not closed: release/ and nbgrader_config.py.
 PRIVATE_COURSE_NAMES = (
-    "grader_tests", "source", "source_with_tests", "reference_solution", "submitted", "autograded",
-    "feedback", "solution", "gradebook.db", "gradebook.db-journal", "gradebook.db-wal", "gradebook.db-shm",
-    "grades.csv", course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log", "reports",
+    "grader_tests", course_config.SOURCE_FOLDER, "source_with_tests", "reference_solution",
+    course_config.SUBMITTED_FOLDER, course_config.AUTOGRADED_FOLDER, course_config.FEEDBACK_FOLDER, "solution",
+    *(course_config.GRADEBOOK_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")),
+    course_config.GRADES_CSV_FILE, course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log",
+    course_config.REPORTS_FOLDER,
 )
 # Folders that grading writes into later (nbgrader autograde and generate_feedback): made closed in a
 # course with submissions before anything is written, so they never exist open to others.
-WRITTEN_LATER = ("autograded", "feedback")
+WRITTEN_LATER = (course_config.AUTOGRADED_FOLDER, course_config.FEEDBACK_FOLDER)
 
 
 def private_course_paths(root=None):
@@ -280,7 +321,7 @@ def close_course(*roots):
     _make_closed_folder(cache)
     paths = list(private_course_paths())
     for root in map(Path, roots):
-        if (root / "submitted").is_dir():
+        if (root / course_config.SUBMITTED_FOLDER).is_dir():
             for name in WRITTEN_LATER:
                 _make_closed_folder(root / name)
         paths += private_course_paths(root)
@@ -320,7 +361,7 @@ def _is_course_folder(folder):
 
 
 @functools.lru_cache(maxsize=None)
-def _scratch_parent():
+def scratch_parent():
     """A folder for the scratch folders that others may cross but not list: one sandbox cannot find another's."""
     parent = tempfile.mkdtemp(prefix="coursekit-sandboxes-")
     os.chmod(parent, 0o711)
@@ -328,9 +369,68 @@ def _scratch_parent():
     return parent
 
 
-def _limit_resources(memory_mb, max_processes, drops_privileges):
-    """Runs in the new process before it starts the child: resource limits, and no supplementary groups."""
+# Files of the grader's that sandboxed code may read ------------------------------------------------
+
+def _readable_copy(source, target):
+    """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
+    is already readable by all, else a copy with mode 0644."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    try:
+        if source.stat().st_mode & 0o004:
+            os.link(source, target)
+            return
+    except OSError:
+        pass
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o644)
+
+
+@functools.lru_cache(maxsize=None)
+def keras_mirror():
+    """Once per process: the grader's Keras datasets and model files, readable (not writable) by the
+    sandbox's user (the re-run's kernel links its ``~/.keras`` here), in a folder of the scratch parent
+    (which others cannot list)."""
+    mirror = Path(tempfile.mkdtemp(prefix="keras-", dir=scratch_parent()))
+    os.chmod(mirror, 0o755)
+    home = keras_home()
+    for part in ("datasets", "models"):
+        (mirror / part).mkdir()
+        os.chmod(mirror / part, 0o755)
+        source = home / part
+        if not source.is_dir():
+            continue
+        for path in source.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _readable_copy(path, mirror / part / path.relative_to(source))
+    return mirror
+
+
+def sandbox_readable_file(path):
+    """Where sandboxed code (a kernel, or the graders' sandbox) can read ``path``, a file of the grader's
+    such as VGG16's weights under root's home; None when there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    mirror = keras_mirror()
+    try:
+        inside = path.resolve().relative_to(keras_home().resolve())
+        if inside.parts and inside.parts[0] in ("datasets", "models"):
+            return mirror / inside
+    except ValueError:
+        pass
+    target = mirror / "files" / path.name
+    if not target.exists():
+        _readable_copy(path, target)
+    return target
+
+
+
+def limit_resources(memory_mb, max_processes, drops_privileges):
+    """Runs in the new process before it starts the child: resource limits, no supplementary groups, and
+    death with the process that started it (:func:`_die_with_parent`)."""
     def apply():
+        _die_with_parent()
         limit = memory_mb * 1024 * 1024
         output = course_config.SANDBOX_MAX_OUTPUT_MB * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -355,7 +455,7 @@ def _child_environment(workdir):
 def _encode_calls(calls):
     arrays, encoded = {}, []
     for call in calls:
-        def encode(value, slot):
+        def encode(value, slot, call=call):
             if isinstance(value, np.ndarray):
                 key = f"{call.name}__{slot}"
                 arrays[key] = value
@@ -517,7 +617,7 @@ def run_student_functions(notebook, calls, timeout=None, call_timeout=None, memo
 
 def _run_once(notebook_text, calls, timeout, total_timeout, call_timeout, limits, where):
     """One child for ``calls``: (results, cell problems, the call it stopped in, why it stopped)."""
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=_scratch_parent()))
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=scratch_parent()))
     try:
         (workdir / "submission.ipynb").write_text(notebook_text, encoding="utf-8")
         encoded, arrays = _encode_calls(calls)
@@ -545,7 +645,7 @@ def _run_child(workdir, timeout, total_timeout, limits, where, script=CHILD_SCRI
             [*where.prefix, sys.executable, "-I", str(script), str(workdir)],
             cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=stderr,
-            start_new_session=True, preexec_fn=_limit_resources(memory_mb, max_processes, where.drops_privileges),
+            start_new_session=True, preexec_fn=limit_resources(memory_mb, max_processes, where.drops_privileges),
         )
         try:
             process.wait(timeout=timeout)
@@ -577,7 +677,7 @@ def run_model_child(content, images, weights_of, timeout, memory_mb=None):
     where = isolation()
     limits = (memory_mb or course_config.SANDBOX_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES)
     count = sum(len(array) for array in images.values())
-    workdir = Path(tempfile.mkdtemp(prefix="model-", dir=_scratch_parent()))
+    workdir = Path(tempfile.mkdtemp(prefix="model-", dir=scratch_parent()))
     try:
         (workdir / "model.keras").write_bytes(content)
         np.savez(workdir / "inputs.npz", **images)
@@ -606,7 +706,8 @@ def _read_model_outputs(workdir):
         if not result.get("ok"):
             return {"error": str(result.get("error") or "the model could not be opened")[:600] + "."}
         if not _regular_file(out_path) or not _Budget().take(_npz_size(out_path)):
-            return {"error": f"its outputs are larger than the grader accepts ({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
+            return {"error": "its outputs are larger than the grader accepts "
+                             f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
         with np.load(out_path, allow_pickle=False) as data:
             stored = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:

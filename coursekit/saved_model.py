@@ -71,8 +71,8 @@ def evaluate_saved_model(path, data, settings, weights_of=(), summarise_weights=
     def measure():
         # Training images drawn afresh (the student cannot know which), the same number of each class.
         picked = balanced_subset(y_train, settings.saved_model_train_images, secrets.randbits(32))
-        outcome = run_model_file(model_file, {"test": x_test.astype("float32"), "train": x_train[picked].astype("float32")},
-                                 settings.model_timeout_s, weights_of)
+        images = {"test": x_test.astype("float32"), "train": x_train[picked].astype("float32")}
+        outcome = run_model_file(model_file, images, settings.model_timeout_s, weights_of)
         scores = {name: _accuracy(outcome["predictions"][name], labels, model_file.name, settings.num_classes)
                   for name, labels in (("test", y_test), ("train", y_train[picked]))}
         summary = summarise_weights(outcome["weights"]) if summarise_weights else None

@@ -1,20 +1,22 @@
 """VGG16 as Lab 3's graders see it: the ImageNet base, its layers, and features to retrain a head on.
 
 Everything here runs in the grader's process, from the kit's local copy of the
-weights (:func:`coursekit.data.vgg16_weights_file`), never from anything a
+weights (:func:`coursekit.data.ensure_vgg16_weights`), never from anything a
 student's code produced or downloaded.
 """
 
 import functools
 import hashlib
-import os
 
 import numpy as np
 
+from coursekit.atomic_files import write_atomically
 from coursekit.checks import (
-    accuracy, expect, fresh_model, leaf_layers, recompute_batch_norm_statistics, remembered,
+    conv_layers, expect, remembered, train_fresh_and_score,
 )
 
+# VGG16's base has plain Conv2D layers only (checks.conv_layers counts separable and depthwise ones too).
+VGG16_CONV_KINDS = frozenset({"Conv2D"})
 # Filters of VGG16's 13 convolutional layers, in order (blocks of 2, 2, 3, 3, 3).
 VGG16_CONV_FILTERS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 # The mean ImageNet pixel that keras.applications.vgg16.preprocess_input subtracts, in BGR order.
@@ -26,25 +28,20 @@ def imagenet_base(image_size=32):
     """VGG16's convolutional base with the ImageNet weights, loaded from the local file."""
     import keras
 
-    from coursekit.data import vgg16_weights_file
+    from coursekit.data import ensure_vgg16_weights
 
-    return keras.applications.VGG16(include_top=False, weights=str(vgg16_weights_file()),
+    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()),
                                     input_shape=(image_size, image_size, 3))
 
 
 def imagenet_conv_weights():
     """[(kernel, bias)] of the 13 ImageNet convolutions, in order."""
-    return [tuple(layer.get_weights()) for layer in vgg16_conv_layers(imagenet_base())]
-
-
-def vgg16_conv_layers(model):
-    """The Conv2D layers of the model, nested models flattened (13 for a VGG16 base)."""
-    return [layer for layer in leaf_layers(model) if type(layer).__name__ == "Conv2D"]
+    return [tuple(layer.get_weights()) for layer in conv_layers(imagenet_base(), VGG16_CONV_KINDS)]
 
 
 def expect_vgg16_base(model, what):
     """Fail unless ``model`` holds VGG16's 13 convolutional layers; return them."""
-    convs = vgg16_conv_layers(model)
+    convs = conv_layers(model, VGG16_CONV_KINDS)
     filters = tuple(getattr(layer, "filters", None) for layer in convs)
     expect(filters == VGG16_CONV_FILTERS,
            f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)): "
@@ -104,9 +101,7 @@ def head_features(data, settings):
               "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
               "test_labels": y_test[test]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)  # atomic: parallel graders never read half a file
+    write_atomically(path, lambda partial: np.savez(partial, **arrays), suffix=".npz")  # parallel graders: never half
     return tuple(arrays[key] for key in ("train", "train_labels", "test", "test_labels"))
 
 
@@ -118,19 +113,9 @@ def head_retraining(head, data, settings, seed=None):
     batch-norm statistics are recomputed on the grader's training features before it is evaluated.
     (The VGG16 base is the grader's own, frozen ImageNet base: only the head is retrained.)
     """
-    import keras
-
     train, train_labels, test, test_labels = head_features(data, settings)
     seed = settings.retrain_seed if seed is None else seed
-    head = fresh_model(head, seed)
-    head.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    head.fit(train, train_labels, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
-             shuffle=True, verbose=0)
-    statistics = np.random.default_rng(seed).choice(len(train), min(settings.retrain_bn_images, len(train)),
-                                                    replace=False)
-    recompute_batch_norm_statistics(head, train[statistics])
-    return accuracy(head, test, test_labels)
+    return train_fresh_and_score(head, (train, train_labels), (test, test_labels), settings, seed)
 
 
 def check_head_retraining(head, data, settings):

@@ -89,7 +89,8 @@ def student_model(student):
 def test_scale_images(student):
     result = student["scale_images"]
     scaled = value_of(result)
-    expect(scaled.shape == PIXELS.shape, f"scale_images should keep the shape {PIXELS.shape}; it returned {scaled.shape}.")
+    expect(scaled.shape == PIXELS.shape,
+           f"scale_images should keep the shape {PIXELS.shape}; it returned {scaled.shape}.")
     expect(scaled.dtype == np.float32, f"scale_images should return float32 values; it returned {scaled.dtype}.")
     expect(close(scaled, PIXELS / 255.0),
            f"scale_images should map pixel values 0..255 to [0, 1] (divide by 255); it returned values "
@@ -114,13 +115,16 @@ def test_standardize(student):
 @pytest.mark.grade_id("test_split_validation")
 def test_split_validation(student):
     arrays = value_of(student["split_validation"])
-    expect(len(arrays) == 4, f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
+    expect(len(arrays) == 4,
+           f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
     x_train, y_train, x_val, y_val = arrays
     n_val = int(round(SPLIT_COUNT * SPLIT_FRACTION))
     expect(len(x_val) == len(y_val) == n_val and len(x_train) == len(y_train) == SPLIT_COUNT - n_val,
            f"With {SPLIT_COUNT} images and val_fraction={SPLIT_FRACTION}, expected {SPLIT_COUNT - n_val} training "
            f"and {n_val} validation examples; got {len(x_train)} and {len(x_val)}.")
-    ids = lambda images: images[:, 0, 0].astype(int) * 256 + images[:, 0, 1].astype(int)
+    def ids(images):
+        return images[:, 0, 0].astype(int) * 256 + images[:, 0, 1].astype(int)
+
     train_ids, val_ids = ids(x_train), ids(x_val)
     expect(not set(train_ids) & set(val_ids), "The same image appears in both the training and the validation part.")
     expect(sorted(np.concatenate([train_ids, val_ids])) == list(range(SPLIT_COUNT)),
@@ -135,7 +139,8 @@ def test_split_validation(student):
 
 
 def _validation_ids(arrays):
-    expect(len(arrays) == 4, f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
+    expect(len(arrays) == 4,
+           f"split_validation should return (x_train, y_train, x_val, y_val); it returned {len(arrays)} items.")
     images = arrays[2]
     return sorted(images[:, 0, 0].astype(int) * 256 + images[:, 0, 1].astype(int))
 
@@ -164,7 +169,8 @@ def _reference_sigmoid(x):
 def test_activation(student, name, reference):
     values = np.asarray(value_of(student[name]), dtype=float)
     expect(values.shape == ACTIVATION_INPUT.shape, f"{name} should work elementwise and keep the input's shape.")
-    expect(np.all(np.isfinite(values)), f"{name} returned inf or nan for large inputs such as ±1000: make it numerically stable.")
+    expect(np.all(np.isfinite(values)),
+           f"{name} returned inf or nan for large inputs such as ±1000: make it numerically stable.")
     expect(close(values, reference(ACTIVATION_INPUT), 1e-6), f"{name} returned wrong values for some inputs.")
 
 
@@ -178,16 +184,19 @@ def test_softmax_large_logits(student):
     values = np.asarray(value_of(student["softmax_large"]), dtype=float)
     expect(np.all(np.isfinite(values)),
            "softmax([1000, 1001, 1002]) gave inf or nan: subtract the largest logit before np.exp.")
-    expect(close(values, _reference_softmax(LARGE_LOGITS), 1e-6), "softmax returned wrong probabilities for large logits.")
+    expect(close(values, _reference_softmax(LARGE_LOGITS), 1e-6),
+           "softmax returned wrong probabilities for large logits.")
 
 
 @pytest.mark.grade_id("test_softmax")
 def test_softmax_batch(student):
     values = np.asarray(value_of(student["softmax_batch"]), dtype=float)
-    expect(values.shape == LOGIT_BATCH.shape, f"softmax of a {LOGIT_BATCH.shape} batch should keep that shape; got {values.shape}.")
+    expect(values.shape == LOGIT_BATCH.shape,
+           f"softmax of a {LOGIT_BATCH.shape} batch should keep that shape; got {values.shape}.")
     expect(np.all(np.isfinite(values)) and close(values.sum(axis=-1), np.ones(len(LOGIT_BATCH)), 1e-6),
            "For a batch of logits, each row of softmax should sum to 1 (normalise along the last axis).")
-    expect(close(values, _reference_softmax(LOGIT_BATCH), 1e-6), "softmax returned wrong probabilities for a batch of logits.")
+    expect(close(values, _reference_softmax(LOGIT_BATCH), 1e-6),
+           "softmax returned wrong probabilities for a batch of logits.")
 
 
 # Architecture ---------------------------------------------------------------------------
@@ -227,7 +236,8 @@ def test_only_dense_type_layers(student_model):
 @pytest.mark.grade_id("test_architecture")
 def test_input_takes_raw_images(student_model):
     shape = input_shape(student_model)
-    expect(shape == (28, 28), f"The model should take raw 28×28 images (keras.Input(shape=(28, 28))); its input shape is {shape}.")
+    expect(shape == (28, 28),
+           f"The model should take raw 28×28 images (keras.Input(shape=(28, 28))); its input shape is {shape}.")
 
 
 @pytest.mark.grade_id("test_architecture")

@@ -12,16 +12,15 @@ import pytest
 
 from course_config import LAB3
 from coursekit.checks import (
-    check_figures_in_outputs, close, dense_layers, expect, find_line, grading_rng, input_shape,
+    check_figures_in_outputs, close, conv_layers, dense_layers, expect, find_line, grading_rng, input_shape,
     model_from_config, output_activation, random_history, value_of,
 )
-from coursekit.data import vgg16_weights_file
-from coursekit.kernel_sandbox import sandbox_readable_file
-from coursekit.sandbox import Call, run_student_functions
+from coursekit.data import ensure_vgg16_weights
+from coursekit.sandbox import Call, run_student_functions, sandbox_readable_file
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
 from coursekit.vgg16 import (
-    IMAGENET_BGR_MEAN, check_head_retraining, expect_vgg16_base, first_difference, imagenet_base,
-    imagenet_conv_weights, preprocessed, vgg16_conv_layers,
+    IMAGENET_BGR_MEAN, VGG16_CONV_KINDS, check_head_retraining, expect_vgg16_base, first_difference,
+    imagenet_base, imagenet_conv_weights, preprocessed,
 )
 
 # Hidden cases: drawn afresh for each grading from a seed the student cannot predict (the same for
@@ -52,7 +51,7 @@ def _calls(weights):
 @pytest.fixture(scope="session")
 def student(notebook_path):
     """Results of all calls of the student's functions, made once in the sandbox."""
-    weights = sandbox_readable_file(vgg16_weights_file())  # the kit's copy may sit in root's home
+    weights = sandbox_readable_file(ensure_vgg16_weights())  # the kit's copy may sit in root's home
     return run_student_functions(notebook_path, _calls(str(weights)))
 
 
@@ -145,7 +144,7 @@ def test_transfer_model_structure(transfer_model):
 
 @pytest.mark.grade_id("test_architecture")
 def test_base_is_frozen_for_feature_extraction(transfer_model):
-    trainable = [layer.name for layer in vgg16_conv_layers(transfer_model) if layer.trainable]
+    trainable = [layer.name for layer in conv_layers(transfer_model, VGG16_CONV_KINDS) if layer.trainable]
     expect(not trainable,
            "In feature extraction the VGG16 base must be frozen (base.trainable = False), so that training "
            f"changes only the new head; these of its layers are trainable: {', '.join(trainable)}.")
@@ -163,9 +162,10 @@ def test_base_has_the_imagenet_weights(student):
     reference = [array for pair in imagenet_conv_weights() for array in pair]
     weights = list(result["weights"])
     differs = first_difference(weights, reference, LAB3.weights_tolerance)
+    first = conv_layers(imagenet_base(), VGG16_CONV_KINDS)[min(differs or 0, 25) // 2].name
     expect(len(weights) == len(reference) and differs is None,
            "load_vgg16_base(weights=...) returned a VGG16 base whose weights are not VGG16's ImageNet weights "
-           f"(the first that differ: {vgg16_conv_layers(imagenet_base())[min(differs or 0, 25) // 2].name}). "
+           f"(the first that differ: {first}). "
            "Pass the `weights` argument on to keras.applications.VGG16 (weights=None gives random weights).")
 
 
@@ -269,5 +269,6 @@ def architecture_rules(model, subject="The model"):
 
 @pytest.mark.grade_id("test_saved_model")
 def test_saved_model_is_honest_work_that_reaches_the_bar(saved, student):
-    built = [model_from_config(student["build_transfer_model"].value["json"])] if student["build_transfer_model"].ok else []
+    transfer = student["build_transfer_model"]
+    built = [model_from_config(transfer.value["json"])] if transfer.ok else []
     check_saved_model(saved, LAB3, architecture_rules, built, "build_transfer_model")

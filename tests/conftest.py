@@ -19,7 +19,8 @@ configure_vgg16_weights()  # notebooks run by the tests load VGG16 from the kit'
 
 def reference_exists(lab):
     """Whether ``lab``'s reference run (executed notebook and model) is in reference_solution/."""
-    return all((course_config.REFERENCE_DIR / lab.assignment / name).is_file() for name in (lab.notebook, lab.model_file))
+    folder = course_config.REFERENCE_DIR / lab.assignment
+    return all((folder / name).is_file() for name in (lab.notebook, lab.model_file))
 
 
 def require_reference(lab):

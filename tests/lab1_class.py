@@ -26,7 +26,7 @@ import nbformat
 import course_config
 from coursekit import course
 from coursekit.demo import submit_demo_students
-from coursekit.submissions import LAB1_SUBMISSIONS, Submission, replace_function, write_submission
+from coursekit.submissions import LAB1_SUBMISSIONS, DemoSubmission, replace_function, write_submission
 
 from conftest import released_course
 
@@ -156,7 +156,7 @@ def autograded_class(tmp_path_factory, students):
 
 def _submit(root, student, edit):
     folder = root / "submitted" / student / LAB.assignment
-    write_submission(Submission(student, "", edit=edit), folder, LAB)
+    write_submission(DemoSubmission(student, "", edit=edit), folder, LAB)
     (folder / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC\n")
     return folder
 

@@ -24,7 +24,7 @@ from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points
 from coursekit.grading import grade_notebook
 from coursekit.nbgrader_plugin import CleanSubmission
-from coursekit.submissions import Submission, replace_function, write_submission
+from coursekit.submissions import DemoSubmission, replace_function, write_submission
 
 from conftest import released_course
 from lab1_class import NAIVE_SOFTMAX, cell_of
@@ -52,7 +52,7 @@ def awkward_edit(notebook):
 
 
 def test_the_cleaning_step_leaves_nothing_for_nbgrader_to_trip_on(tmp_path):
-    path = write_submission(Submission(STUDENT, "", edit=awkward_edit), tmp_path, LAB)
+    path = write_submission(DemoSubmission(STUDENT, "", edit=awkward_edit), tmp_path, LAB)
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell("a = 1"))
     notebook.cells[-1]["source"] = 42  # not text at all
@@ -63,7 +63,7 @@ def test_the_cleaning_step_leaves_nothing_for_nbgrader_to_trip_on(tmp_path):
         assert isinstance(cell.metadata.get("nbgrader", {}), dict)
         assert isinstance(cell.metadata.get("nbgrader", {}).get("grade_id", ""), str)
     assert cleaned.cells[-1].source == ""
-    honest = nbformat.read(write_submission(Submission("honest", ""), tmp_path / "honest", LAB), as_version=4)
+    honest = nbformat.read(write_submission(DemoSubmission("honest", ""), tmp_path / "honest", LAB), as_version=4)
     before = copy.deepcopy(honest)
     CleanSubmission().preprocess(honest, {})
     changed = [b.source for a, b in zip(honest.cells, before.cells) if a != b]
@@ -77,7 +77,7 @@ def three_gradings(tmp_path_factory):
     """(coursekit grade's report, nbgrader autograde's rows, grade-class's rows and summary)."""
     root = released_course(tmp_path_factory.mktemp("awkward"))
     folder = root / "submitted" / STUDENT / LAB.assignment
-    notebook = write_submission(Submission(STUDENT, "", edit=awkward_edit), folder, LAB)
+    notebook = write_submission(DemoSubmission(STUDENT, "", edit=awkward_edit), folder, LAB)
     (folder / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC\n")
     class_root = shutil.copytree(root, tmp_path_factory.mktemp("awkward-class") / "course")
 

@@ -32,7 +32,8 @@ def passing_grader(job):
     """Every check passes; the "executed" notebook is the submitted one."""
     notebook = json.loads(job.files[job.notebook])
     grade_ids = [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
-                 if cell["metadata"].get("nbgrader", {}).get("grade") and not cell["metadata"]["nbgrader"].get("solution")]
+                 if cell["metadata"].get("nbgrader", {}).get("grade")
+                 and not cell["metadata"]["nbgrader"].get("solution")]
     return {"assignment": job.assignment, "student": job.student, "problem": "", "executed_notebook": notebook,
             "report": {"problem": "", "checks": {gid: {"passed": True, "message": ""} for gid in grade_ids}},
             "seconds": 0.0, "host": "stub"}
@@ -167,6 +168,32 @@ def test_the_fingerprint_changes_with_the_submission_and_the_source_notebook(stu
     changed_submission = submission.fingerprint()
     submission.source_notebook.write_text(submission.source_notebook.read_text() + "\n")
     assert submission.fingerprint() != changed_submission
+
+
+def test_the_grading_code_digest_follows_what_the_grading_code_does(tmp_path):
+    """Rewording a docstring or a comment, or editing the demo, regrades nothing; editing a grader or a bar does."""
+    from coursekit.class_results import code_digest
+
+    root = tmp_path / "kit"
+    for part in ("coursekit", "grader_tests"):
+        shutil.copytree(course_config.ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(course_config.ROOT / "course_config.py", root)
+    before = code_digest(LAB.assignment, root)
+
+    def edit(name, old, new):
+        path = root / name
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        return code_digest(LAB.assignment, root)
+
+    assert edit("coursekit/checks.py", '"""', '"""Reworded: ') == before  # the module's docstring
+    assert edit("coursekit/sandbox.py", "\ndef ", "\n# a new comment\ndef ") == before
+    assert edit("coursekit/demo.py", "def ", "DEMO_ONLY = 1\n\n\ndef ") == before  # decides no grade
+    changed_grader = edit("grader_tests/test_lab1_dense.py", "\ndef ", "\nEXTRA_CASE = 1\n\n\ndef ")
+    assert changed_grader != before
+    assert edit("course_config.py", "saved_model_min_accuracy: float = 0.905",
+                "saved_model_min_accuracy: float = 0.9") != changed_grader
 
 
 # The worker's own problems, without a full grading ------------------------------------------------

@@ -15,7 +15,6 @@ tests/test_graders.py (test_trained_on_test_set, test_cnn_saved, test_dense_save
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile

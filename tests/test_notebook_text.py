@@ -87,7 +87,8 @@ CLAIMS = [
     ((LAB2.assignment,), rf"\| \*\*{NUMBER} s\*\* \(about {NUMBER} min\) \| \*\*{NUMBER} s\*\*",
      lambda lab: (rounded(seconds(LAB2, "notebook_seconds")[0]), rounded(seconds(LAB2, "notebook_seconds")[0] / 60),
                   rounded(seconds(LAB2, "train_seconds")[0]))),
-    ((LAB2.assignment,), rf"Training the CNN \({NUMBER} epochs\)", lambda lab: (results(LAB2)["runs"][0]["epochs_run"],)),
+    ((LAB2.assignment,), rf"Training the CNN \({NUMBER} epochs\)",
+     lambda lab: (results(LAB2)["runs"][0]["epochs_run"],)),
 ]
 
 

@@ -78,7 +78,8 @@ def test_reference_results_are_recorded(lab):
     require_reference(lab)
     results = json.loads((course_config.REFERENCE_DIR / lab.assignment / "results.json").read_text())
     assert results["runs"], "no reference run recorded"
-    for key in ("hardware", "keras_backend", "versions", "test_accuracy_mean", "test_accuracy_std", "grader_retraining"):
+    for key in ("hardware", "keras_backend", "versions", "test_accuracy_mean", "test_accuracy_std",
+                "grader_retraining"):
         assert key in results
     assert all(run["seed"] in course_config.REFERENCE_SEEDS and "train_seconds" in run for run in results["runs"])
     # The course's bars are set from these measurements, never above them.

@@ -31,7 +31,7 @@ from coursekit.grading import grade_notebook
 from coursekit.nbgrader_plugin import RestoreGradedCells
 from coursekit.notebooks import read_submission
 from coursekit.sandbox import Call, run_student_functions
-from coursekit.submissions import Submission, reference_files, replace_function, write_submission
+from coursekit.submissions import DemoSubmission, reference_files, replace_function, write_submission
 
 import lab1_class
 from lab1_class import CLASS, add_tampering_cell
@@ -255,7 +255,8 @@ def test_no_access_to_grader_files(tmp_path):
 import numpy as np
 def snoop(x):
     done = []
-    for action in (lambda: open({str(hidden)!r}).read(), lambda: open({str(shared / "gradebook.db")!r}, "a").write("A+"),
+    for action in (lambda: open({str(hidden)!r}).read(),
+                   lambda: open({str(shared / "gradebook.db")!r}, "a").write("A+"),
                    lambda: open({str(shared / "other_student.ipynb")!r}, "w").write("{{}}")):
         try:
             action()
@@ -419,6 +420,19 @@ def test_nbgrader_re_executes_with_the_sandboxed_kernel():
     assert not any(isinstance(step, type) and issubclass(step, Execute) for step in swapped)
 
 
+def test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called():
+    """SandboxedKernelManager overrides jupyter_client's private ``_async_pre_start_kernel`` (the public
+    ``pre_start_kernel`` is not what ``start_kernel`` calls); jupyter_client is pinned, and this pins the call."""
+    import inspect
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit.kernel_sandbox import SandboxedKernelManager
+
+    assert "await self._async_pre_start_kernel(**kw)" in inspect.getsource(AsyncKernelManager.start_kernel)
+    assert "_async_pre_start_kernel" in vars(SandboxedKernelManager)
+
+
 # Saved model files ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -519,7 +533,7 @@ def hostile_edit(notebook):
 def hostile_lab1_report(tmp_path_factory):
     """A Lab 1 submission that tampers and misbehaves, with a saved model cut short."""
     folder = tmp_path_factory.mktemp("hostile-lab1")
-    notebook = write_submission(Submission("t_hostile", "", edit=hostile_edit), folder, LAB)
+    notebook = write_submission(DemoSubmission("t_hostile", "", edit=hostile_edit), folder, LAB)
     model = folder / LAB.model_file
     model.write_bytes(model.read_bytes()[:100_000])
     return grade_notebook(notebook, LAB.assignment)
@@ -538,7 +552,7 @@ def test_hostile_submission_loses_exactly_the_checks_it_broke(hostile_lab1_repor
 
 
 def test_honest_submission_graded_after_it_gets_every_point(hostile_lab1_report, tmp_path):
-    notebook = write_submission(Submission("demo_reference", ""), tmp_path, LAB)
+    notebook = write_submission(DemoSubmission("demo_reference", ""), tmp_path, LAB)
     report = grade_notebook(notebook, LAB.assignment)
     assert not report.problem and all(result.passed for result in report.checks.values()), report.checks
 
