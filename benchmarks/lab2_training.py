@@ -131,8 +131,8 @@ PROFILE_VARIANTS = {
     "2-pixel shifts + flip, batch 256": dict(model={"augment": "cheap"}, batch=256),
     "no augmentation, batch 128, jit_compile": dict(model={"augment": "none"}, batch=128, jit=True),
     "no augmentation, batch 256": dict(model={"augment": "none"}, batch=256),
-    "3 blocks (32, 64, 128), 2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap", "filters": (32, 64, 128)},
-                                                              batch=128),
+    "3 blocks (32, 64, 128), 2-pixel shifts + flip, batch 128": dict(
+        model={"augment": "cheap", "filters": (32, 64, 128)}, batch=128),
     "3 blocks (32, 64, 128), GAP head, 2-pixel shifts + flip, batch 128": dict(
         model={"augment": "cheap", "filters": (32, 64, 128), "head": "gap"}, batch=128),
     "2 blocks (64, 128), 2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap", "filters": (64, 128)},

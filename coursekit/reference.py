@@ -25,7 +25,6 @@ import statistics
 import time
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
@@ -220,7 +219,8 @@ def run_reference(settings, seeds):
         if index == 0:  # the kept seed: its notebook, its model, and the grader's retraining of its architecture
             shutil.copyfile(folder / settings.notebook, lab_dir / settings.notebook)
             shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
-            retraining = record.get("grader_retraining") or calibrate_retraining(lab_dir / settings.model_file, settings)
+            retraining = (record.get("grader_retraining")
+                          or calibrate_retraining(lab_dir / settings.model_file, settings))
             record["grader_retraining"] = retraining
             (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         _write_results(lab_dir, settings, seeds, [{k: v for k, v in run.items() if k != "grader_retraining"}
