@@ -177,10 +177,11 @@ class ConvLabSettings(LabSettings):
     max_params: int = 3_000_000
 
     # The submitted model on the 10,000 test images: derived from the reference runs, and never
-    # below 0.92. The reference network reached 0.9252 with seed 42 (15 epochs on 54,000 images,
-    # `make reference`, 2-core CPU, TensorFlow backend; reference_solution/lab2_cnn/results.json),
-    # so the bar is the floor, 0.92. Raise it when longer (GPU) reference runs are recorded.
-    saved_model_min_accuracy: float = 0.92
+    # below 0.92. The reference recipe (shifts and flips, label smoothing, 20 epochs on 54,000 images)
+    # reached 0.9354 with seed 42 (`python -m coursekit reference lab2_cnn`, 2-core Intel Xeon CPU,
+    # TensorFlow backend; reference_solution/lab2_cnn/results.json, one row per seed). The bar sits
+    # just below the lowest seed.
+    saved_model_min_accuracy: float = 0.93
 
     # Brief retraining: 4,000 images, 2 epochs, batch 64, Adam 2e-3; fresh trainable weights, batch-norm
     # statistics recomputed before evaluation, so Keras's default momentum 0.99 scores as 0.9 does.

@@ -45,11 +45,15 @@ def _release(args):
 
 
 def _reference(args):
-    from coursekit.reference import run_reference
+    from coursekit.reference import refresh_markdown, run_reference
 
     labs = [course_config.lab_settings(name) for name in args.labs] if args.labs else course_config.LABS
     for lab in labs:
-        run_reference(lab, seeds=args.seeds or course_config.REFERENCE_SEEDS)
+        if args.text_only:
+            refresh_markdown(lab)
+            print(f"{lab.assignment}: the reference notebook has the source's current text")
+        else:
+            run_reference(lab, seeds=args.seeds or course_config.REFERENCE_SEEDS)
     return 0
 
 
@@ -108,6 +112,8 @@ def main(argv=None):
     reference = commands.add_parser("reference", help="full reference runs (long)")
     reference.add_argument("labs", nargs="*", help="labs to run, e.g. lab2_cnn (default: all)")
     reference.add_argument("--seeds", type=int, nargs="*", help="default: course_config.REFERENCE_SEEDS")
+    reference.add_argument("--text-only", action="store_true",
+                           help="no run: copy the source notebook's markdown into the kept reference notebook")
     reference.set_defaults(run=_reference)
     grade = commands.add_parser("grade", help="hidden graders on one notebook")
     grade.add_argument("notebook")

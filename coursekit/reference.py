@@ -135,6 +135,24 @@ def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
             "mean": round(statistics.mean(scores), 4)}
 
 
+def refresh_markdown(settings):
+    """Give the kept reference notebook the source notebook's current markdown; its code and outputs stay.
+
+    Text may be corrected while a long run goes on, or after it (for instance to state the measured
+    numbers): only code cells produce outputs, so the executed notebook stays what the code produced.
+    Refuses when the code differs (the reference is then stale: run it again).
+    """
+    path = course_config.REFERENCE_DIR / settings.assignment / settings.notebook
+    source = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
+    executed = nbformat.read(path, as_version=4)
+    if source_digest(source) != source_digest(executed) or len(source.cells) != len(executed.cells):
+        raise ValueError(f"{path} was not produced from the current source's code: run the reference again")
+    for mine, theirs in zip(executed.cells, source.cells):
+        if mine.cell_type == "markdown":
+            mine.source = theirs.source
+    nbformat.write(executed, path)
+
+
 def source_digest(notebook):
     """sha256 of the code a reference run executes: its code cells, in order."""
     code = "\n# ---- cell ----\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")

@@ -84,3 +84,30 @@ def test_a_changed_source_notebook_runs_every_seed_again(toy_course):
     (folder / "record.json").write_text(json.dumps({"seed": 1, "source_digest": before, "test_accuracy": 0.5}))
     results = reference.run_reference(TOY, seeds=(1,))
     assert (root / "runs.log").read_text() == "1\n" and results["runs"][0]["test_accuracy"] == 0.91
+
+
+def test_the_reference_notebook_takes_new_text_but_never_new_code(toy_course):
+    root, _ = toy_course
+    reference.run_reference(TOY, seeds=(1,))
+    path = root / "source" / TOY.assignment / TOY.notebook
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_markdown_cell("# A corrected title"))
+    nbformat.write(notebook, path)
+    with pytest.raises(ValueError, match="run the reference again"):  # one cell more than what ran
+        reference.refresh_markdown(TOY)
+    notebook.cells.pop(0)
+    notebook.cells.append(nbformat.v4.new_markdown_cell("Measured: 0.91"))
+    nbformat.write(notebook, path)
+    kept = root / "reference_solution" / TOY.assignment / TOY.notebook
+    executed = nbformat.read(kept, as_version=4)
+    executed.cells.append(nbformat.v4.new_markdown_cell("(to be filled in)"))
+    nbformat.write(executed, kept)
+    reference.refresh_markdown(TOY)
+    refreshed = nbformat.read(kept, as_version=4)
+    assert refreshed.cells[-1].source == "Measured: 0.91"
+    assert reference.results_line(refreshed)["test_accuracy"] == 0.91  # the outputs are kept
+
+    notebook.cells[0].source += "\n# changed code"
+    nbformat.write(notebook, path)
+    with pytest.raises(ValueError, match="run the reference again"):
+        reference.refresh_markdown(TOY)
