@@ -57,10 +57,24 @@ def _reference(args):
     return 0
 
 
+def _assignment_of(notebook):
+    """The lab whose notebook has this file name (None when none has)."""
+    from pathlib import Path
+
+    name = Path(notebook).name
+    return next((lab.assignment for lab in course_config.LABS if lab.notebook == name), None)
+
+
 def _grade(args):
     from coursekit.grading import grade_notebook
 
-    report = grade_notebook(args.notebook, args.assignment)
+    assignment = args.assignment or _assignment_of(args.notebook)
+    if assignment is None:
+        print(f"Which lab is {args.notebook}? Its name is none of the labs' notebooks "
+              f"({', '.join(lab.notebook for lab in course_config.LABS)}): pass --assignment, e.g. "
+              f"--assignment {course_config.LAB1.assignment}")
+        return 2
+    report = grade_notebook(args.notebook, assignment)
     if report.problem:
         print(f"Grading failed: {report.problem}", file=sys.stderr)
         return 2
@@ -117,7 +131,7 @@ def main(argv=None):
     reference.set_defaults(run=_reference)
     grade = commands.add_parser("grade", help="hidden graders on one notebook")
     grade.add_argument("notebook")
-    grade.add_argument("--assignment", default=course_config.LAB1.assignment)
+    grade.add_argument("--assignment", help="e.g. lab2_cnn (default: the lab whose notebook has this file name)")
     grade.set_defaults(run=_grade)
     grade_class = commands.add_parser("grade-class", help="grade every new or changed submission")
     grade_class.add_argument("assignments", nargs="*", help="e.g. lab1_dense (default: every released lab)")
