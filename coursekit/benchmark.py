@@ -92,8 +92,8 @@ def measure(template, lab, workers, scratch):
     store = ResultStore.for_course(root)
     per_submission = {}
     for assignment, student in summary.graded:
-        result = store.load(assignment, student) or {}
-        per_submission[student] = result.get("seconds")
+        result = store.load(assignment, student)
+        per_submission[student] = result.seconds if result else None
     count = len(summary.graded)
     return {
         "lab": lab.assignment, "workers": workers, "submissions": count,

@@ -63,12 +63,11 @@ def class_rows(root, assignment):
             row = StudentRow(student, scores)
             stored = results.get(student)
             if stored:
-                report = stored.get("report") or {}
-                row.problem = str(stored.get("problem") or report.get("problem") or "")
-                row.reasons = {gid: str(check.get("message", "")) for gid, check in (report.get("checks") or {}).items()
-                               if not check.get("passed")}
-                row.flags = [str(note) for note in report.get("flags") or []]
-                row.measurements = dict(report.get("measurements") or {})
+                report = stored.report
+                row.problem = str(stored.problem or report.problem or "")
+                row.reasons = {gid: str(check.message) for gid, check in report.checks.items() if not check.passed}
+                row.flags = [str(note) for note in report.flags]
+                row.measurements = dict(report.measurements)
             else:
                 autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
                 row.reasons = _failure_messages(autograded)

@@ -8,7 +8,7 @@ grading code (:data:`GRADING_CODE`, by what it does: :func:`code_digest`).
 
 Layout, in the course folder::
 
-    .class_grading/ASSIGNMENT/STUDENT.json       the result (see coursekit.class_worker)
+    .class_grading/ASSIGNMENT/STUDENT.json       the result (SubmissionResult.to_dict)
     .class_grading/ASSIGNMENT/STUDENT.recorded   its fingerprint, once it is in nbgrader's gradebook
 
 The results hold every student's executed notebook and verdicts: the folder is made closed
@@ -20,7 +20,7 @@ import ast
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import course_config
@@ -161,17 +161,92 @@ def report_from_dict(data):
                          dict(data.get("measurements", {})))
 
 
-def result_report(result):
-    """The hidden graders' report of a result.
+@dataclass
+class SubmissionResult:
+    """What grading one submission found, from the worker to the gradebook.
 
-    When the notebook could not be read (``result["problem"]``) the graders still graded what needs no
-    notebook (the saved model) and failed the rest with the notebook's problem; a result without their
-    verdicts fails every check with the problem.
+    A worker builds it (:func:`coursekit.class_worker.grade_submission`), :func:`coursekit.classgrading.grade_class`
+    adds the fingerprint and the notes on files left out and stores it (:class:`ResultStore`, as the JSON of
+    :meth:`to_dict`), and the recording (:mod:`coursekit.gradebook_writer`), the class report and the summary
+    read it. No grade comes from anything but :attr:`report`, the hidden graders' verdicts.
+
+    Parameters
+    ----------
+    assignment, student : str
+        nbgrader's ids.
+    problem : str
+        Why the notebook could not be read ("" when it could): every check that needs it scores 0.
+    report : GradingReport
+        The hidden graders' report (their own ``problem``, ``unfinished``, ``flags``, ``measurements``).
+    executed_notebook : dict or None
+        The quick-mode re-run as notebook JSON, every output bounded; None when the notebook could not be read.
+    files : list of str
+        The submitted files the worker received (those graded), by relative path.
+    model_sha256 : str
+        sha256 of the submitted model file ("" when there is none): identical files are flagged.
+    seconds : float
+        How long the worker took.
+    host : str
+        The worker's machine.
+    fingerprint : str
+        :meth:`Submission.fingerprint` of what was graded, set when the result is stored.
+    left_out : list of str
+        Notes for the student on the submitted files that were not graded, set when the result is stored.
     """
-    report = result.get("report") or {}
-    if result.get("problem") and not report.get("checks"):
-        return GradingReport({}, result["problem"])
-    return report_from_dict(report)
+
+    assignment: str
+    student: str
+    problem: str = ""
+    report: GradingReport = field(default_factory=lambda: GradingReport({}))
+    executed_notebook: dict = None
+    files: list = field(default_factory=list)
+    model_sha256: str = ""
+    seconds: float = 0.0
+    host: str = ""
+    fingerprint: str = ""
+    left_out: list = field(default_factory=list)
+
+    def scored_report(self):
+        """The report the grades come from.
+
+        When the notebook could not be read (:attr:`problem`) the graders still graded what needs no notebook
+        (the saved model) and failed the rest with the notebook's problem; a result without their verdicts
+        fails every check with the problem.
+        """
+        if self.problem and not self.report.checks:
+            return GradingReport({}, self.problem)
+        return self.report
+
+    def any_problem(self):
+        """The first of: the notebook's problem, the graders' problem, their time limit's message ("" if none)."""
+        return self.problem or self.report.problem or self.report.unfinished
+
+    def to_dict(self):
+        """The result as JSON-able data (what :class:`ResultStore` writes)."""
+        data = {name.name: getattr(self, name.name) for name in fields(self)}
+        data["report"] = report_to_dict(self.report)
+        data["files"], data["left_out"] = list(self.files), list(self.left_out)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        """The result that :meth:`to_dict` wrote (a key it lacks takes its default; unknown keys are ignored).
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not a stored result (not a mapping, no assignment or student, a report of the wrong shape).
+        """
+        try:
+            known = {name.name for name in fields(cls)}
+            values = {key: value for key, value in data.items() if key in known}
+            values["report"] = report_from_dict(values.get("report") or {})
+            result = cls(**values)
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"not a stored class-grading result ({type(error).__name__}: {error})") from error
+        if not isinstance(result.assignment, str) or not isinstance(result.student, str):
+            raise ValueError("not a stored class-grading result (no assignment or student)")
+        return result
 
 
 class ResultStore:
@@ -188,15 +263,16 @@ class ResultStore:
         return self.folder / assignment / f"{student}{suffix}"
 
     def load(self, assignment, student):
-        """The stored result, or None if there is none (or only an unreadable one)."""
+        """The stored :class:`SubmissionResult`, or None if there is none (or only an unreadable one: it is
+        graded again)."""
         try:
-            return json.loads(self.path(assignment, student).read_text(encoding="utf-8"))
+            return SubmissionResult.from_dict(json.loads(self.path(assignment, student).read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return None
 
     def save(self, result):
         """Write ``result`` atomically (a temporary file, then a rename): never half a file."""
-        self._write(self.path(result["assignment"], result["student"]), json.dumps(result))
+        self._write(self.path(result.assignment, result.student), json.dumps(result.to_dict()))
 
     def results(self, assignment):
         """Every stored result of ``assignment``, by student."""
@@ -209,11 +285,11 @@ class ResultStore:
 
     def is_recorded(self, result):
         """Whether ``result`` (this fingerprint) is already in nbgrader's gradebook."""
-        marker = self.path(result["assignment"], result["student"], ".recorded")
-        return marker.is_file() and marker.read_text(encoding="utf-8") == result["fingerprint"]
+        marker = self.path(result.assignment, result.student, ".recorded")
+        return marker.is_file() and marker.read_text(encoding="utf-8") == result.fingerprint
 
     def mark_recorded(self, result):
-        self._write(self.path(result["assignment"], result["student"], ".recorded"), result["fingerprint"])
+        self._write(self.path(result.assignment, result.student, ".recorded"), result.fingerprint)
 
     def _write(self, path, text):
         self._make_folder()
@@ -230,7 +306,7 @@ def identical_model_files(results):
     """``{student: [other students]}`` for submissions whose model files are byte for byte the same."""
     by_digest = {}
     for student, result in results.items():
-        digest = result.get("model_sha256")
+        digest = result.model_sha256
         if digest:
             by_digest.setdefault(digest, []).append(student)
     return {student: [other for other in group if other != student]

@@ -14,20 +14,20 @@ Both close the kit's private folders, and those of a course folder the worker ru
 sandbox's user before student code starts (:func:`coursekit.sandbox.close_course`); the
 course being graded is closed by :func:`coursekit.classgrading.grade_class` before any job is sent.
 
-The submission's files come in as bytes and a JSON-able result goes back, so a
+The submission's files come in as bytes and a :class:`~coursekit.class_results.SubmissionResult` goes back, so a
 worker needs no shared folder, and it never touches nbgrader's gradebook: the one
 process that runs :func:`coursekit.classgrading.grade_class` writes that. The grade
 comes from the graders' report only; nothing computed in the student's kernel is
 trusted (the executed notebook's test-cell outputs are replaced by the verdicts).
 
 A notebook that cannot be read (not valid JSON, not UTF-8, too large) is returned as
-``result["problem"]``: every check that needs the notebook then scores 0 with that message, and the
+``result.problem``: every check that needs the notebook then scores 0 with that message, and the
 graders still grade the saved model (as ``coursekit grade`` does). The
 re-run never decides a grade: a kernel that dies (memory, a crash, ``os._exit``) stops the re-run
 with a message in the executed notebook, and the graders' report stands. Time is the student's
 problem too, but it costs only what it left ungraded: the graders get the lab's
 ``grader_timeout_s`` (at most the ``submission_timeout_s`` of the whole job), and the checks
-they finished keep their result while the others fail naming the limit (``report["unfinished"]``);
+they finished keep their result while the others fail naming the limit (``result.report.unfinished``);
 the re-run stops at the same deadline, and a cell over its limit, or one that ignores SIGINT,
 shows why in the executed notebook (:class:`coursekit.kernel_sandbox.SandboxedExecute`). A failure
 of the worker itself (no kernel, other grading code, a protection of the sandbox missing where
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.class_results import code_digest, report_to_dict
+from coursekit.class_results import SubmissionResult, code_digest
 from coursekit.grading import grade_notebook
 
 
@@ -82,15 +82,15 @@ class GradingJob:
 
 
 def grade_submission(job):
-    """Grade one submission; return the result as JSON-able data.
+    """Grade one submission.
 
     Returns
     -------
-    dict
-        ``assignment``, ``student``; ``problem`` (empty when none); ``report``, the
-        hidden graders' report (:func:`coursekit.class_results.report_to_dict`);
-        ``executed_notebook``, the quick-mode run as notebook JSON (None when the
-        notebook could not be read); ``seconds`` and ``host``.
+    SubmissionResult
+        The notebook's problem (empty when none), the hidden graders' report, the quick-mode
+        run (None when the notebook could not be read), the files received, the model file's
+        sha256, ``seconds`` and ``host``; class grading adds the fingerprint and the notes on
+        files left out when it stores it.
     """
     started = time.monotonic()
     grader_limit, submission_limit = course_config.time_limits(job.assignment)
@@ -100,9 +100,8 @@ def grade_submission(job):
         raise GradingWorkerError(
             f"The grading code on worker {host} differs from the code of the machine that sent the work "
             "(grader_tests/, coursekit/, course_config.py): install the same version of the kit on every worker.")
-    result = {"assignment": job.assignment, "student": job.student, "problem": "",
-              "report": {"problem": "", "checks": {}, "flags": []}, "executed_notebook": None, "host": host,
-              "model_sha256": model_file_digest(job)}
+    result = SubmissionResult(job.assignment, job.student, files=sorted(job.files), host=host,
+                              model_sha256=model_file_digest(job))
     with tempfile.TemporaryDirectory(prefix="coursekit-class-") as scratch:
         folder = Path(scratch) / "submission"
         for name, content in job.files.items():
@@ -110,7 +109,7 @@ def grade_submission(job):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         notebook_path = folder / job.notebook
-        notebook, result["problem"] = _read_notebook(notebook_path)
+        notebook, result.problem = _read_notebook(notebook_path)
         model_file = course_config.lab_settings(job.assignment).model_file
         if notebook is not None or model_file in job.files:  # the saved-model check needs no notebook
             deadline = started + timeout
@@ -121,9 +120,9 @@ def grade_submission(job):
                                       timeout=min(grader_limit, timeout))
                 if notebook is not None:
                     _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
-                result["report"] = report_to_dict(graders.result())
-            result["executed_notebook"] = _bounded(notebook)
-    result["seconds"] = round(time.monotonic() - started, 1)
+                result.report = graders.result()
+            result.executed_notebook = _bounded(notebook)
+    result.seconds = round(time.monotonic() - started, 1)
     return result
 
 

@@ -91,7 +91,7 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
     force : bool
         Regrade every submission, even unchanged ones.
     grade : callable
-        ``grade(GradingJob) -> result``; :func:`coursekit.class_worker.grade_submission`
+        ``grade(GradingJob) -> SubmissionResult``; :func:`coursekit.class_worker.grade_submission`
         (the tests give a cheap stand-in). Must be importable by the workers.
     progress : bool
         Show a progress bar on stderr.
@@ -112,7 +112,7 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
         in_gradebook = writer.students_with_submissions(assignment)
         for submission in find_submissions(root, assignment):
             stored = store.load(assignment, submission.student)
-            if force or stored is None or stored.get("fingerprint") != submission.fingerprint():
+            if force or stored is None or stored.fingerprint != submission.fingerprint():
                 todo.append(submission)
             elif store.is_recorded(stored) and submission.student in in_gradebook:
                 summary.unchanged += 1
@@ -148,7 +148,7 @@ def _collect_flags(store, assignment, summary):
     """The graders' notes for review, and identical model files, over every stored result."""
     results = store.results(assignment)
     for student, result in results.items():
-        notes = list((result.get("report") or {}).get("flags") or [])
+        notes = list(result.report.flags)
         if notes:
             summary.flags[(assignment, student)] = notes
     for student, others in identical_model_files(results).items():
@@ -249,13 +249,13 @@ def _finish(future, submission, fingerprint, store, writer, summary, bar):
         summary.failures[key] = f"{type(error).__name__}: {error}"
         bar.write(f"FAILED {submission.student}/{submission.assignment}: {summary.failures[key]}")
         return
-    result["fingerprint"] = fingerprint
-    result["left_out"] = submission.left_out()  # also at the top of the feedback (NoteLeftOutFiles)
-    if result["left_out"]:
-        summary.left_out[key] = result["left_out"]
+    result.fingerprint = fingerprint
+    result.left_out = submission.left_out()  # also at the top of the feedback (NoteLeftOutFiles)
+    if result.left_out:
+        summary.left_out[key] = result.left_out
     store.save(result)
     summary.graded.append(key)
-    problem = result["problem"] or result["report"]["problem"] or result["report"].get("unfinished", "")
+    problem = result.any_problem()
     if problem:
         summary.problems[key] = problem
         bar.write(f"problem {submission.student}/{submission.assignment}: {problem}")
@@ -263,7 +263,7 @@ def _finish(future, submission, fingerprint, store, writer, summary, bar):
 
 
 def _record(writer, result, summary):
-    key = (result["assignment"], result["student"])
+    key = (result.assignment, result.student)
     try:
         writer.record(result)
     except GradebookError as error:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SAWarning
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
-from coursekit.class_results import ResultStore, result_report
+from coursekit.class_results import ResultStore
 from coursekit.course import scripts_on_path
 from coursekit.course_layout import CourseLayout
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
@@ -87,11 +87,12 @@ class GradebookWriter:
             return {submission.student.id for submission in gradebook.find_assignment(assignment).submissions}
 
     def record(self, result):
-        """Put one result into the gradebook and write the student's feedback; then mark it recorded."""
-        assignment, student = result["assignment"], result["student"]
+        """Put one :class:`~coursekit.class_results.SubmissionResult` into the gradebook and write the student's
+        feedback; then mark it recorded."""
+        assignment, student = result.assignment, result.student
         with warnings.catch_warnings(), scripts_on_path():  # nbgrader's own SQLAlchemy warnings: harmless
             warnings.simplefilter("ignore", SAWarning)
-            if result["executed_notebook"] is None:
+            if result.executed_notebook is None:
                 self._record_unreadable(result)
             else:
                 self._check(self.api.autograde(assignment, student, force=True, create=True), "autograde", result)
@@ -117,18 +118,18 @@ class GradebookWriter:
             log = (outcome.get("log", "") + "\n" + outcome.get("error", "")).splitlines()
             errors = [line.strip() for line in log
                       if re.match(r"\s*[\w.]+(Error|Exception): ", line) and "NbGraderException" not in line]
-            raise GradebookError(f"nbgrader {step} failed for {result['student']}/{result['assignment']}: "
+            raise GradebookError(f"nbgrader {step} failed for {result.student}/{result.assignment}: "
                                  f"{errors[-1] if errors else log[-1] if log else 'no log'}")
 
     def _folder(self, template, result):
         coursedir = self.api.coursedir
-        return Path(coursedir.format_path(template, result["student"], result["assignment"]))
+        return Path(coursedir.format_path(template, result.student, result.assignment))
 
     def _record_unreadable(self, result):
         """A notebook nbgrader cannot read: the checks the graders passed without it (the saved model) get their
         points, every other grade 0 (nbgrader's rule for a missing notebook), and a feedback page says why."""
-        assignment, student = result["assignment"], result["student"]
-        report = result_report(result)
+        assignment, student = result.assignment, result.student
+        report = result.scored_report()
         passed = {grade_id for grade_id, check in report.checks.items() if check.passed}
         kept = []
         with self._gradebook() as gradebook:
@@ -152,4 +153,4 @@ class GradebookWriter:
             f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{notebook_id}</title></head><body>\n"
             f"<h1>{html.escape(assignment)}: {html.escape(notebook_id)}</h1>\n"
             f"<p>Your notebook could not be read, so every check that needs it scores 0.</p>\n"
-            f"<p>{html.escape(result['problem'])}</p>\n{graded}</body></html>\n", encoding="utf-8")
+            f"<p>{html.escape(result.problem)}</p>\n{graded}</body></html>\n", encoding="utf-8")

@@ -34,7 +34,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
 from traitlets import Any, List, Unicode
 
 import course_config
-from coursekit.class_results import ResultStore, result_report
+from coursekit.class_results import ResultStore
 from coursekit.grading import grade_notebook
 
 
@@ -152,7 +152,7 @@ class StoredExecution(StoredResult):
     """
 
     def preprocess(self, nb, resources):
-        stored = self.stored_result(resources)["executed_notebook"]
+        stored = self.stored_result(resources).executed_notebook
         executed = nbformat.reads(json.dumps(stored), as_version=4) if stored else nbformat.v4.new_notebook()
         by_id = {cell.get("id"): cell for cell in executed.cells}
         same_length = len(executed.cells) == len(nb.cells)
@@ -171,7 +171,7 @@ class StoredVerdicts(StoredResult, VerdictsPreprocessor):
     """In place of ``HiddenGraders``: the hidden graders' report that a worker stored."""
 
     def report(self, nb, resources):
-        return result_report(self.stored_result(resources))
+        return self.stored_result(resources).scored_report()
 
 
 class NoteLeftOutFiles(NbGraderPreprocessor):

@@ -13,10 +13,11 @@ import pytest
 
 import course_config
 from coursekit import course
-from coursekit.class_results import ResultStore, find_submissions
+from coursekit.class_results import ResultStore, SubmissionResult, find_submissions
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points, submit_demo_students
+from coursekit.grading import CheckResult, GradingReport
 from coursekit.submissions import LAB1_SUBMISSIONS
 
 from conftest import released_course
@@ -34,9 +35,8 @@ def passing_grader(job):
     grade_ids = [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
                  if cell["metadata"].get("nbgrader", {}).get("grade")
                  and not cell["metadata"]["nbgrader"].get("solution")]
-    return {"assignment": job.assignment, "student": job.student, "problem": "", "executed_notebook": notebook,
-            "report": {"problem": "", "checks": {gid: {"passed": True, "message": ""} for gid in grade_ids}},
-            "seconds": 0.0, "host": "stub"}
+    return SubmissionResult(job.assignment, job.student, executed_notebook=notebook, files=sorted(job.files),
+                            report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}), host="stub")
 
 
 def flagging_grader(job):
@@ -44,8 +44,8 @@ def flagging_grader(job):
     from coursekit.class_worker import model_file_digest
 
     result = passing_grader(job)
-    result["model_sha256"] = model_file_digest(job)
-    result["report"]["flags"] = ["a note from the graders"] if job.student == "demo_missing_function" else []
+    result.model_sha256 = model_file_digest(job)
+    result.report.flags = ["a note from the graders"] if job.student == "demo_missing_function" else []
     return result
 
 
@@ -53,9 +53,9 @@ def varied_grader(job):
     """demo_syntax_error loses test_softmax; every model is measured; one student is flagged."""
     result = flagging_grader(job)
     accuracy = {"demo_reference": 0.911, "demo_syntax_error": 0.897}.get(job.student, 0.93)
-    result["report"]["measurements"] = {"saved_model_test_accuracy": accuracy}
+    result.report.measurements = {"saved_model_test_accuracy": accuracy}
     if job.student == "demo_syntax_error":
-        result["report"]["checks"]["test_softmax"] = {"passed": False, "message": "SyntaxError <b>in</b> softmax"}
+        result.report.checks["test_softmax"] = CheckResult("test_softmax", False, "SyntaxError <b>in</b> softmax")
     return result
 
 
@@ -202,13 +202,33 @@ def job_for(files, timeout=0):
     return GradingJob(LAB.assignment, "someone", LAB.notebook, files, timeout=timeout)
 
 
+def test_a_stored_result_reads_back_as_it_was_written_and_a_broken_one_is_graded_again(tmp_path):
+    report = GradingReport({"test_softmax": CheckResult("test_softmax", False, "wrong")}, flags=["look"],
+                           unfinished="", measurements={"saved_model_test_accuracy": 0.9})
+    result = SubmissionResult(LAB.assignment, "s", report=report, executed_notebook={"cells": []},
+                              files=[LAB.notebook], model_sha256="ab", seconds=1.5, host="h", fingerprint="f",
+                              left_out=["`big.bin` (1.0 GiB)"])
+    store = ResultStore(tmp_path)
+    store.save(result)
+    assert store.load(LAB.assignment, "s") == result
+    assert SubmissionResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    older = {"assignment": LAB.assignment, "student": "old", "problem": "", "host": "h", "seconds": 2.0,
+             "report": {"problem": "", "checks": {"test_softmax": {"passed": True, "message": ""}}, "flags": []},
+             "executed_notebook": None, "model_sha256": "", "fingerprint": "f0", "left_out": [], "other": 1}
+    assert SubmissionResult.from_dict(older).scored_report().checks["test_softmax"].passed  # no "files": still read
+    store.path(LAB.assignment, "broken").write_text('{"assignment": "x", "report": []}')
+    assert store.load(LAB.assignment, "broken") is None  # not a result: graded again, never a crash
+    unreadable = SubmissionResult(LAB.assignment, "u", problem="not UTF-8")
+    assert unreadable.scored_report().result_for("test_softmax").message.endswith("not UTF-8. Tell your instructor.")
+
+
 def test_a_notebook_that_is_not_json_is_a_problem_not_a_crash():
     result = grade_submission(job_for({LAB.notebook: b'{"cells": [ oops'}))
-    assert "is not valid JSON" in result["problem"] and "submit" in result["problem"]
-    assert result["executed_notebook"] is None
+    assert "is not valid JSON" in result.problem and "submit" in result.problem
+    assert result.executed_notebook is None
 
     missing = grade_submission(job_for({LAB.model_file: b"model"}))
-    assert "missing from the submission" in missing["problem"]
+    assert "missing from the submission" in missing.problem
 
 
 def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
@@ -221,13 +241,13 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
     notebook = new_notebook(cells=[new_code_cell(slow_function), new_code_cell("time.sleep(60)"),
                                    new_code_cell("print('after')")])
     result = grade_submission(job_for({LAB.notebook: nbformat.writes(notebook).encode()}, timeout=5))
-    assert result["seconds"] < 60  # the 60-second cell was cut short, not waited for (however loaded the machine)
-    assert result["problem"] == ""  # not a broken submission: the graders' verdicts (here: none in time) decide
-    assert "time limit of 5 s" in result["report"]["unfinished"]  # the hidden graders were stopped too
+    assert result.seconds < 60  # the 60-second cell was cut short, not waited for (however loaded the machine)
+    assert result.problem == ""  # not a broken submission: the graders' verdicts (here: none in time) decide
+    assert "time limit of 5 s" in result.report.unfinished  # the hidden graders were stopped too
     # Whatever the graders finished in those 5 s (how much depends on the machine) fails: the notebook
     # defines no other graded function; the rest is named as left by the limit.
-    assert all(not check["passed"] for check in result["report"]["checks"].values())
-    executed = result["executed_notebook"]
+    assert all(not check.passed for check in result.report.checks.values())
+    executed = result.executed_notebook
     assert "time limit" in json.dumps(executed.cells[1].outputs)
 
 
@@ -279,7 +299,7 @@ def test_every_submission_is_graded_on_the_dask_cluster(graded_class):
     assert lost_points(graded[REAL_STUDENT]) == {"test_softmax"}  # every other check passed
     assert "SyntaxError" in graded[REAL_STUDENT]["reasons"]["test_softmax"]
     stored = ResultStore.for_course(root).load(LAB.assignment, REAL_STUDENT)
-    assert stored["executed_notebook"] and stored["seconds"] > 0  # the quick-mode re-run happened on a worker
+    assert stored.executed_notebook and stored.seconds > 0  # the quick-mode re-run happened on a worker
 
 
 def test_a_broken_notebook_scores_zero_with_a_clear_problem(graded_class):

@@ -24,11 +24,11 @@ from traitlets.config import Config
 
 import course_config
 from coursekit import course, sandbox
-from coursekit.class_results import ResultStore
+from coursekit.class_results import ResultStore, SubmissionResult
 from coursekit.class_worker import _run_quick_mode, grade_submission
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points, submit_demo_students
-from coursekit.grading import grade_notebook
+from coursekit.grading import CheckResult, GradingReport, grade_notebook
 from coursekit.sandbox import Call, close_course, find_course_roots, run_student_functions
 from coursekit.submissions import LAB1_SUBMISSIONS
 
@@ -221,9 +221,9 @@ def test_folders_made_after_the_close_are_made_closed(outside_parent):
     for name in ("autograded", "feedback"):
         assert (root / name).is_dir() and not (root / name).stat().st_mode & 0o007, name
     store = ResultStore.for_course(root)
-    store.save({"assignment": LAB.assignment, "student": "someone", "fingerprint": "f"})
+    store.save(SubmissionResult(LAB.assignment, "someone", fingerprint="f"))
     assert not store.folder.stat().st_mode & 0o007
-    assert store.load(LAB.assignment, "someone")["fingerprint"] == "f"
+    assert store.load(LAB.assignment, "someone").fingerprint == "f"
 
 
 # The re-run kernel ---------------------------------------------------------------------------------------
@@ -260,7 +260,8 @@ def grade_or_probe(job):
 
     demo_reference is graded for real. For PROBE_STUDENT, once demo_reference's result is stored and
     recorded (its feedback written), the worker probes the course from a sandbox child and from the
-    quick-mode re-run's kernel, as a submission's code would, and returns what it read as the result.
+    quick-mode re-run's kernel, as a submission's code would, writes what it read into the file that
+    ``findings.txt`` names (outside the course), and returns a passing result.
     """
     if job.student != PROBE_STUDENT:
         return grade_submission(job)
@@ -277,11 +278,11 @@ def grade_or_probe(job):
         child = sandbox_probe(scratch, targets)
         executed = kernel_notebook(targets)
         _run_quick_mode(executed, Path(scratch), time.monotonic() + 300, "python3", "probe-worker", 300)
-    return {"assignment": job.assignment, "student": job.student, "problem": "",
-            "executed_notebook": notebook, "seconds": 0.0, "host": "probe-worker",
-            "report": {"problem": "", "checks": {gid: {"passed": True, "message": ""} for gid in grade_ids}},
-            "marker_seen": marker.exists(), "probe_child": child,
-            "probe_kernel": kernel_probe_result(executed, targets)}
+    findings = {"marker_seen": marker.exists(), "probe_child": child,
+                "probe_kernel": kernel_probe_result(executed, targets)}
+    Path(job.files["findings.txt"].decode()).write_text(json.dumps(findings), encoding="utf-8")
+    return SubmissionResult(job.assignment, job.student, executed_notebook=notebook, host="probe-worker",
+                            report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}))
 
 
 @needs_other_user
@@ -313,6 +314,8 @@ def test_grade_class_keeps_an_outside_course_closed_while_it_creates_its_folders
     (probe / "targets.json").write_text(json.dumps(private + public))
     recorded = ResultStore.for_course(root).path(LAB.assignment, "demo_reference", ".recorded")
     (probe / "wait_for.txt").write_text(str(recorded))
+    findings = outside_parent / "probe_findings.json"
+    (probe / "findings.txt").write_text(str(findings))
     open_to_all(root)
     assert not results.exists()
 
@@ -323,8 +326,9 @@ def test_grade_class_keeps_an_outside_course_closed_while_it_creates_its_folders
     rows = {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
     assert lost_points(rows["demo_reference"]) == set(), rows["demo_reference"]  # the honest one got every point
     assert all(Path(target.rstrip("/")).exists() for target in made_during_the_run)
-    probed = ResultStore.for_course(root).load(LAB.assignment, PROBE_STUDENT)
-    assert probed["marker_seen"] and not probed["problem"], probed
+    stored = ResultStore.for_course(root).load(LAB.assignment, PROBE_STUDENT)
+    probed = json.loads(findings.read_text(encoding="utf-8"))
+    assert probed["marker_seen"] and not stored.problem, (probed, stored)
     for where in ("probe_child", "probe_kernel"):
         seen = probed[where]
         assert isinstance(seen, dict), (where, seen)

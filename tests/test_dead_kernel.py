@@ -19,6 +19,7 @@ from nbformat.v4 import new_code_cell
 import course_config
 from coursekit import class_worker
 from coursekit.class_worker import GradingJob, grade_submission
+from coursekit.class_results import SubmissionResult
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points
 from coursekit.grading import CheckResult, GradingReport
@@ -60,8 +61,8 @@ def all_passed(notebook, assignment, timeout=None, course=None):
 def stored_result_grader(job):
     """Stand-in worker: the result the test computed with the real worker code (COURSEKIT_TEST_RESULT)."""
     with open(os.environ["COURSEKIT_TEST_RESULT"], encoding="utf-8") as file:
-        result = json.load(file)
-    return result if job.student == result["student"] else passing_grader(job)
+        result = SubmissionResult.from_dict(json.load(file))
+    return result if job.student == result.student else passing_grader(job)
 
 
 def test_class_grading_keeps_the_graders_grade_when_the_kernel_dies(stub_course, tmp_path, monkeypatch):  # noqa: F811
@@ -73,10 +74,10 @@ def test_class_grading_keeps_the_graders_grade_when_the_kernel_dies(stub_course,
     monkeypatch.setattr(class_worker, "grade_notebook", all_passed)
     job = GradingJob(LAB.assignment, student, LAB.notebook, {LAB.notebook: path.read_bytes()})
     result = grade_submission(job)  # the real worker: the graders (stand-in) and the re-run, side by side
-    assert result["problem"] == "" and all(check["passed"] for check in result["report"]["checks"].values())
-    assert "kernel died" in json.dumps(result["executed_notebook"]["cells"][0]["outputs"])
+    assert result.problem == "" and all(check.passed for check in result.report.checks.values())
+    assert "kernel died" in json.dumps(result.executed_notebook["cells"][0]["outputs"])
 
-    (tmp_path / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (tmp_path / "result.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
     monkeypatch.setenv("COURSEKIT_TEST_RESULT", str(tmp_path / "result.json"))
     summary = grade_class(stub_course, workers=1, grade=stored_result_grader, progress=False)
     assert not summary.failures and not summary.problems and (LAB.assignment, student) in summary.recorded
@@ -91,7 +92,7 @@ def test_the_worker_stores_the_re_run_with_its_outputs_bounded(monkeypatch):
     monkeypatch.setattr(class_worker, "grade_notebook", lambda *args, **kwargs: GradingReport({}))
     job = GradingJob(LAB.assignment, "s", LAB.notebook, {LAB.notebook: nbformat.writes(notebook).encode()})
     result = grade_submission(job)
-    long_output, short_output = (cell["outputs"][0]["text"] for cell in result["executed_notebook"]["cells"])
+    long_output, short_output = (cell["outputs"][0]["text"] for cell in result.executed_notebook["cells"])
     assert len(long_output) < course_config.NOTEBOOK_OUTPUT_MAX_CHARS + 500
     assert "output cut by the grader" in long_output
-    assert short_output == "ok\n" and len(json.dumps(result)) < 2 * course_config.NOTEBOOK_OUTPUT_MAX_CHARS
+    assert short_output == "ok\n" and len(json.dumps(result.to_dict())) < 2 * course_config.NOTEBOOK_OUTPUT_MAX_CHARS

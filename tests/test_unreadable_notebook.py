@@ -41,10 +41,10 @@ def test_the_worker_grades_the_model_of_an_unreadable_notebook(monkeypatch):
     CALLED.clear()
     with_model = grade_submission(GradingJob(LAB.assignment, "s", LAB.notebook,
                                              {LAB.notebook: NOT_UTF8, LAB.model_file: b"model"}))
-    assert "is not UTF-8" in with_model["problem"] and with_model["executed_notebook"] is None
-    assert with_model["report"]["checks"]["test_saved_model"]["passed"] and len(CALLED) == 1
+    assert "is not UTF-8" in with_model.problem and with_model.executed_notebook is None
+    assert with_model.report.checks["test_saved_model"].passed and len(CALLED) == 1
     without_model = grade_submission(GradingJob(LAB.assignment, "s", LAB.notebook, {LAB.notebook: NOT_UTF8}))
-    assert "is not UTF-8" in without_model["problem"] and len(CALLED) == 1  # nothing to grade without either
+    assert "is not UTF-8" in without_model.problem and len(CALLED) == 1  # nothing to grade without either
 
 
 def test_grade_class_records_the_saved_model_points_of_an_unreadable_notebook(stub_course, tmp_path,  # noqa: F811
@@ -55,7 +55,7 @@ def test_grade_class_records_the_saved_model_points_of_an_unreadable_notebook(st
     monkeypatch.setattr(class_worker, "grade_notebook", graders_without_the_notebook)
     files = {name: (folder / name).read_bytes() for name in (LAB.notebook, LAB.model_file)}
     result = grade_submission(GradingJob(LAB.assignment, student, LAB.notebook, files))
-    (tmp_path / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (tmp_path / "result.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
     monkeypatch.setenv("COURSEKIT_TEST_RESULT", str(tmp_path / "result.json"))
     summary = grade_class(stub_course, workers=1, grade=stored_result_grader, progress=False)
     assert (LAB.assignment, student) in summary.recorded and "is not UTF-8" in summary.problems[LAB.assignment, student]
