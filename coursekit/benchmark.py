@@ -122,7 +122,7 @@ def table(runs):
 
 
 def main(argv=None):
-    from coursekit.sandbox import isolation
+    from coursekit.isolation import isolation
     from coursekit.submissions import reference_files
 
     labs_with_reference = [lab.assignment for lab in course_config.LABS if reference_files(lab)[0].exists()]

@@ -205,7 +205,7 @@ def _list(notes_by_student):
 
 def write_class_report(root, assignment):
     """Write ``reports/<assignment>.html`` in the course ``root``; return its path."""
-    from coursekit.sandbox import close_to_others
+    from coursekit.isolation import close_to_others
 
     folder = CourseLayout(root).reports
     folder.mkdir(mode=0o750, exist_ok=True)

@@ -27,7 +27,7 @@ import course_config
 from coursekit.atomic_files import write_text_atomically
 from coursekit.course_layout import CourseLayout
 from coursekit.grading import CheckResult, GradingReport, grader_file
-from coursekit.sandbox import close_to_others
+from coursekit.isolation import close_to_others
 from coursekit.submission_files import select_files
 
 # The kit's files that decide a result, relative to course_config.ROOT: the numbers, the hidden graders,
@@ -39,7 +39,8 @@ GRADING_CODE = (
     "course_config.py", "grader_tests/*.py",
     *(f"coursekit/{name}.py" for name in (
         "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "course_layout",
-        "data", "gradebook_writer", "grading", "kernel_sandbox", "model_files", "nbgrader_plugin", "notebooks",
+        "data", "gradebook_writer", "grading", "isolation", "kernel_sandbox", "model_files", "nbgrader_plugin",
+        "notebooks",
         "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
 )
 

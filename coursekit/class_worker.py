@@ -11,7 +11,7 @@ nothing else:
    so that the autograded notebook and the feedback show its outputs.
 
 Both close the kit's private folders, and those of a course folder the worker runs in, to the
-sandbox's user before student code starts (:func:`coursekit.sandbox.close_course`); the
+sandbox's user before student code starts (:func:`coursekit.isolation.close_course`); the
 course being graded is closed by :func:`coursekit.classgrading.grade_class` before any job is sent.
 
 The submission's files come in as bytes and a :class:`~coursekit.class_results.SubmissionResult` goes back, so a
@@ -167,7 +167,7 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
     from nbgrader.utils import setenv
 
     from coursekit.kernel_sandbox import SandboxedExecute
-    from coursekit.sandbox import isolation
+    from coursekit.isolation import isolation
 
     try:
         isolation()  # the kernel runs isolated like the sandbox; decided here so its refusal is reported as such

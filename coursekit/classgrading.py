@@ -29,7 +29,7 @@ from coursekit.class_results import ResultStore, code_digest, find_submissions, 
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.gradebook_writer import GradebookError, GradebookWriter
 from coursekit.class_report import write_class_report
-from coursekit.sandbox import close_course, close_to_others
+from coursekit.isolation import close_course, close_to_others
 
 
 class ClassGradingError(RuntimeError):
@@ -80,7 +80,7 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
     ----------
     root : path, default course_config.ROOT
         The course folder (``nbgrader_config.py``, ``source/``, ``submitted/``, ``gradebook.db``).
-        Its private folders (:func:`coursekit.sandbox.close_course`, ``.class_grading/``
+        Its private folders (:func:`coursekit.isolation.close_course`, ``.class_grading/``
         included) are closed to the sandbox's user before any submission is graded, and
         again at the end.
     assignments : list of str, default every lab in course_config.LABS

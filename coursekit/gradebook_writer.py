@@ -34,7 +34,7 @@ from coursekit.class_results import ResultStore
 from coursekit.course import scripts_on_path
 from coursekit.course_layout import CourseLayout
 from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
-from coursekit.sandbox import close_course, close_to_others
+from coursekit.isolation import close_course, close_to_others
 
 
 class GradebookError(RuntimeError):

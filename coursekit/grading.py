@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.sandbox import close_course, find_course_roots, isolation
+from coursekit.isolation import close_course, find_course_roots, isolation
 
 
 @dataclass
@@ -76,7 +76,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         The course folder being graded (nbgrader's ``CourseDirectory.root``). Its private
         folders, those of any course folder the notebook or the working folder lies in (one
         with an ``nbgrader_config.py``) and the kit's own are closed to the sandbox's user
-        before the graders start (:func:`coursekit.sandbox.close_course`).
+        before the graders start (:func:`coursekit.isolation.close_course`).
 
     Returns
     -------

@@ -3,7 +3,8 @@
 ``nbgrader autograde`` (and class grading's quick-mode run) executes every cell of a
 student's notebook in a Jupyter kernel. Its outputs decide no grade here, but the code
 in it is the student's. :class:`SandboxedKernelManager` starts that kernel under the
-isolation :func:`coursekit.sandbox.isolation` gives student functions:
+isolation :mod:`coursekit.isolation` gives student functions (its decision, limits, scratch
+folders, environment and readable-file mirror, shared with the sandbox):
 
 - new network and PID namespaces (``unshare``): no network, not even the machine's
   loopback services, and every process of the kernel dies with it;
@@ -22,7 +23,7 @@ The kernel talks to nbgrader over Unix sockets in that folder (ZeroMQ's ``ipc``
 transport): TCP on localhost does not cross a network namespace, a socket file does.
 
 Before the kernel starts, the private folders of the course being graded are closed to
-others (:func:`coursekit.sandbox.close_course`): the course nbgrader runs in (its
+others (:func:`coursekit.isolation.close_course`): the course nbgrader runs in (its
 ``CourseDirectory.root``), every course folder the notebook's folder or the working folder
 lies in, and the kit's own folder, whatever folder nbgrader or class grading runs in.
 
@@ -50,21 +51,12 @@ from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Unicode
 
 import course_config
-from coursekit import sandbox
+from coursekit.isolation import (
+    KERNEL_PREFIXES, close_course, find_course_roots, isolation, keras_mirror, limit_resources, sandbox_readable_file,
+    scratch_parent, student_environment,
+)
 
 log = logging.getLogger(__name__)
-
-# What the kernel keeps of the grader's environment: locale, thread and library settings, and
-# what Jupyter and nbgrader set for the kernel (JPY_*, NBGRADER_EXECUTION). No tokens, no paths
-# into the grader's home.
-KEPT_VARIABLES = (
-    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "MPLBACKEND", "KERAS_BACKEND",
-    "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES",
-    "PYDEVD_DISABLE_FILE_VALIDATION",
-)
-KEPT_PREFIXES = ("JPY_", "NBGRADER_")
-
 
 def file_variables():
     """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
@@ -72,15 +64,14 @@ def file_variables():
 
 
 def kernel_environment(env, home):
-    """The kernel's environment: ``env`` (what jupyter_client prepared) cut to what a notebook needs,
-    with ``HOME``, ``KERAS_HOME`` and caches in ``home``."""
+    """The kernel's environment: ``env`` (what jupyter_client prepared) cut to what a notebook needs
+    (:func:`coursekit.isolation.student_environment`, with what Jupyter and nbgrader set for a kernel),
+    with ``HOME``, ``KERAS_HOME`` and caches in ``home``, and the files a notebook reads mirrored."""
     env = env if env is not None else os.environ
-    kept = {key: value for key, value in env.items() if key in KEPT_VARIABLES or key.startswith(KEPT_PREFIXES)}
-    kept.update(HOME=str(home), KERAS_HOME=str(home / ".keras"), MPLCONFIGDIR=str(home / ".matplotlib"),
-                IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
+    kept = student_environment(home, env, prefixes=KERNEL_PREFIXES)
     for name in file_variables():
         if env.get(name):
-            mirrored = sandbox.sandbox_readable_file(env[name])
+            mirrored = sandbox_readable_file(env[name])
             kept[name] = str(mirrored) if mirrored else env[name]  # e.g. "imagenet": not a file
     return kept
 
@@ -88,7 +79,7 @@ def kernel_environment(env, home):
 def _prepare_home(home):
     """``HOME`` of the kernel: Keras's datasets and models linked to the read-only mirror, and
     matplotlib's font list (building it takes seconds at every start otherwise)."""
-    mirror = sandbox.keras_mirror()
+    mirror = keras_mirror()
     (home / ".keras").mkdir(parents=True)
     for part in ("datasets", "models"):
         (home / ".keras" / part).symlink_to(mirror / part)
@@ -134,12 +125,12 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         # jupyter_client's private step, the one its start_kernel calls (pinned in requirements.txt; tests/
         # test_untrusted.py::test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called).
-        where = sandbox.isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
+        where = isolation()  # RuntimeError with SANDBOX_REQUIRE_ISOLATION where a protection is missing
         # Before any student code runs: the course being graded, any course the notebook lies in, the kit's.
-        roots = [*map(Path, self.course_roots), *sandbox.find_course_roots(kw.get("cwd"))]
-        sandbox.close_course(*dict.fromkeys(roots))
+        roots = [*map(Path, self.course_roots), *find_course_roots(kw.get("cwd"))]
+        close_course(*dict.fromkeys(roots))
         if self.scratch is None:
-            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=sandbox.scratch_parent()))
+            self.scratch = Path(tempfile.mkdtemp(prefix="kernel-", dir=scratch_parent()))
             _prepare_home(self.scratch / "home")
             _copy_folder(kw.get("cwd"), self.scratch / "work")
             if where.drops_privileges:
@@ -151,7 +142,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if where.drops_privileges:
             os.chown(self.connection_file, where.uid, where.gid)
         kw.update(cwd=str(self.scratch / "work"), env=kernel_environment(kw.get("env"), self.scratch / "home"),
-                  preexec_fn=sandbox.limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
+                  preexec_fn=limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
                                                       course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges))
         self.isolation = where
         return [*where.prefix, *kernel_cmd], kw

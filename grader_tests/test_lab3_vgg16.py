@@ -16,7 +16,8 @@ from coursekit.checks import (
     model_from_config, output_activation, random_history, value_of,
 )
 from coursekit.data import ensure_vgg16_weights
-from coursekit.sandbox import Call, run_student_functions, sandbox_readable_file
+from coursekit.isolation import sandbox_readable_file
+from coursekit.sandbox import Call, run_student_functions
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
 from coursekit.vgg16 import (
     IMAGENET_BGR_MEAN, VGG16_CONV_KINDS, check_head_retraining, expect_vgg16_base, first_difference,

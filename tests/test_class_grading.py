@@ -257,7 +257,7 @@ def test_ctrl_c_while_the_graders_run_leaves_no_grader_process(monkeypatch, tmp_
     import subprocess
 
     from coursekit.grading import grade_notebook
-    from coursekit.sandbox import isolation
+    from coursekit.isolation import isolation
 
     isolation()  # decided before communicate is replaced (it starts processes of its own)
     started = []

@@ -6,7 +6,7 @@ students' files. Here every course lies outside the kit's folder, in a folder op
 every file open to read, and student code probes it as the sandbox's user: from the sandbox
 child (:func:`coursekit.sandbox.run_student_functions`) and from the re-run kernel
 (:class:`coursekit.kernel_sandbox.SandboxedExecute`), after the explicit close step
-(:func:`coursekit.sandbox.close_course`) and after the real entry points (``grade_notebook``,
+(:func:`coursekit.isolation.close_course`) and after the real entry points (``grade_notebook``,
 nbgrader's course in the kernel, ``grade_class`` with an honest submission graded for real).
 """
 
@@ -23,19 +23,20 @@ import pytest
 from traitlets.config import Config
 
 import course_config
-from coursekit import course, sandbox
+from coursekit import course, isolation
 from coursekit.class_results import ResultStore, SubmissionResult
 from coursekit.class_worker import _run_quick_mode, grade_submission
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points, submit_demo_students
 from coursekit.grading import CheckResult, GradingReport, grade_notebook
-from coursekit.sandbox import Call, close_course, find_course_roots, run_student_functions
+from coursekit.isolation import close_course, find_course_roots
+from coursekit.sandbox import Call, run_student_functions
 from coursekit.submissions import LAB1_SUBMISSIONS
 
 from test_sandbox import notebook_with
 
 LAB = course_config.LAB1
-ISOLATION = sandbox.isolation()
+ISOLATION = isolation.isolation()
 needs_other_user = pytest.mark.skipif(not ISOLATION.drops_privileges,
                                       reason="student code cannot run as another user here, so closing folders to "
                                              "others cannot be seen from it: " + "; ".join(ISOLATION.missing))
@@ -162,7 +163,7 @@ def open_ones(seen, targets):
 
 def open_to_others(root):
     """Private paths of the course ``root`` that still give others any permission."""
-    return [str(path) for path in sandbox.private_course_paths(root)
+    return [str(path) for path in isolation.private_course_paths(root)
             if path.exists() and path.stat().st_mode & 0o007]
 
 

@@ -281,7 +281,7 @@ def test_loading_happens_in_the_sandbox_not_in_the_graders_process(honest_file, 
 
 
 def test_evaluation_in_the_sandbox_cannot_read_course_files(honest_file, data):
-    from coursekit.sandbox import isolation
+    from coursekit.isolation import isolation
 
     if not isolation().drops_privileges:
         pytest.skip("the sandbox cannot switch to its own user on this machine (see docs/threat_model.md)")

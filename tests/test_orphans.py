@@ -15,14 +15,14 @@ import time
 import pytest
 
 import course_config
-from coursekit.sandbox import isolation
+from coursekit.isolation import isolation
 
 COMMAND_CHILD = '''
 import subprocess, sys, time
-from coursekit import sandbox
-where = sandbox.isolation()
+from coursekit import isolation
+where = isolation.isolation()
 child = subprocess.Popen([*where.prefix, "/bin/sleep", "600"], start_new_session=True,
-                         preexec_fn=sandbox.limit_resources(1024, 64, where.drops_privileges))
+                         preexec_fn=isolation.limit_resources(1024, 64, where.drops_privileges))
 print(child.pid, flush=True)
 time.sleep(600)
 '''

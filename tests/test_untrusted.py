@@ -24,7 +24,7 @@ import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
-from coursekit import sandbox
+from coursekit import isolation
 from coursekit.checks import CheckFailed, check_figures_in_outputs
 from coursekit.model_files import read_model_file, rebuild_architecture
 from coursekit.grading import grade_notebook
@@ -38,7 +38,7 @@ from lab1_class import CLASS, add_tampering_cell
 from test_sandbox import notebook_with
 
 LAB = course_config.LAB1
-ISOLATION = sandbox.isolation()
+ISOLATION = isolation.isolation()
 needs_namespaces = pytest.mark.skipif("no network" not in ISOLATION.in_force,
                                       reason="no network/PID namespaces here: " + "; ".join(ISOLATION.missing))
 needs_other_user = pytest.mark.skipif(not ISOLATION.drops_privileges,
@@ -277,9 +277,9 @@ def strict_isolation(monkeypatch):
     """SANDBOX_REQUIRE_ISOLATION with a sandbox user that does not exist: a protection is missing."""
     monkeypatch.setattr(course_config, "SANDBOX_REQUIRE_ISOLATION", True)
     monkeypatch.setattr(course_config, "SANDBOX_USER", "no-such-user-here")
-    sandbox.isolation.cache_clear()
+    isolation.isolation.cache_clear()
     yield
-    sandbox.isolation.cache_clear()
+    isolation.isolation.cache_clear()
 
 
 def test_missing_protection_stops_grading_when_isolation_is_required(strict_isolation, tmp_path):
