@@ -2,7 +2,7 @@
 
 Numbers come from course_config.py. Changes to nbgrader's standard flow: autograder test
 cells are scored by the hidden graders in grader_tests/, which run outside the student's
-kernel (coursekit.nbgrader_plugin.HiddenGraders); the re-execution's kernel runs isolated
+kernel (coursekit.nbgrader_preprocessors.HiddenGraders); the re-execution's kernel runs isolated
 like the graders' sandbox (coursekit.kernel_sandbox.SandboxedExecute in place of Execute);
 and sanitizing restores the released cells' roles (RestoreGradedCells).
 """
@@ -15,7 +15,7 @@ from nbgrader.preprocessors import (
 
 import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
-from coursekit.nbgrader_plugin import (
+from coursekit.nbgrader_preprocessors import (
     CleanSubmission, HiddenGraders, NoteLeftOutFiles, RestoreGradedCells, SanitizeSubmission,
 )
 from coursekit.submission_files import bound_nbgrader_copies

@@ -5,6 +5,8 @@ Modules, one concern each:
 - ``data``: Fashion-MNIST and VGG16's ImageNet weights without internet (Keras's caches filled
   from local files).
 - ``notebooks``: reads a submitted notebook safely, or says why it cannot be graded.
+- ``isolation``: how student code is isolated (the protections this machine allows, limits,
+  scratch folders, environment, readable files, closing a course's private folders).
 - ``sandbox`` (with ``_sandbox_child``, the script it starts): runs a student's functions in a
   separate, limited process; only data comes back.
 - ``kernel_sandbox``: nbgrader's re-execution of a notebook, in a kernel isolated like the sandbox.
@@ -12,11 +14,13 @@ Modules, one concern each:
 - ``vgg16``: VGG16 as Lab 3's graders see it (the ImageNet base from the local file, its features).
 - ``pytest_plugin``: turns the hidden pytest graders into a per-check report.
 - ``grading``: grades one notebook by running the hidden graders in a subprocess.
-- ``nbgrader_plugin``: puts those results into nbgrader's autograde, so the gradebook has them.
+- ``nbgrader_preprocessors``: the kit's nbgrader steps (sanitizing, the graders' verdicts into
+  nbgrader's autograde so the gradebook has them, safe pages); ``nbgrader_plugin`` is its old name.
 - ``course``: the instructor's nbgrader flow (release, autograde, feedback, export), step by step.
 - ``class_worker``: grades one submission from its files (graders and quick-mode re-run side by side).
-- ``class_results``: class grading's stored results, keyed by a fingerprint, for resuming.
-- ``gradebook_writer``: records stored results with nbgrader (the one gradebook writer).
+- ``class_results``: class grading's results (``SubmissionResult``), stored under a fingerprint, for resuming.
+- ``gradebook_writer``: records stored results with nbgrader (the one gradebook writer, and the
+  stand-ins for nbgrader's slow steps that read them).
 - ``classgrading``: ``grade-class``, a whole class with parallel workers or on Dask.
 - ``benchmark``: ``make benchmark``, seconds per submission and throughput with 1 and 2 workers.
 - ``submissions``: the demo and test submissions (reference and flawed variants).

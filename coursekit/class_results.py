@@ -39,7 +39,7 @@ GRADING_CODE = (
     "course_config.py", "grader_tests/*.py",
     *(f"coursekit/{name}.py" for name in (
         "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "course_layout",
-        "data", "gradebook_writer", "grading", "isolation", "kernel_sandbox", "model_files", "nbgrader_plugin",
+        "data", "gradebook_writer", "grading", "isolation", "kernel_sandbox", "model_files", "nbgrader_preprocessors",
         "notebooks",
         "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
 )

@@ -128,8 +128,8 @@ def grade_submission(job):
 
 def _bounded(notebook):
     """``notebook`` with every output over ``NOTEBOOK_OUTPUT_MAX_CHARS`` cut with a note, as in autograded/ and
-    feedback/ (:func:`coursekit.nbgrader_plugin.bounded_output`): what is sent back and stored stays small."""
-    from coursekit.nbgrader_plugin import bounded_output
+    feedback/ (:func:`coursekit.nbgrader_preprocessors.bounded_output`): what is sent back and stored stays small."""
+    from coursekit.nbgrader_preprocessors import bounded_output
 
     for cell in notebook.cells if notebook is not None else ():
         if cell.get("cell_type") == "code":

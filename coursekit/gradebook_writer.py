@@ -5,8 +5,8 @@ nbgrader's SQLite gradebook allows one writer, so only the process that runs
 time. Each result goes through nbgrader's own ``autograde`` (sanitizing, late
 penalties, ``SaveAutoGrades``) with the course's ``nbgrader_config.py``, in which
 the two slow steps are swapped for stand-ins that read the stored result
-(:class:`~coursekit.nbgrader_plugin.StoredExecution` for ``Execute`` or ``SandboxedExecute``,
-:class:`~coursekit.nbgrader_plugin.StoredVerdicts` for ``HiddenGraders``); then
+(:class:`StoredExecution` for ``Execute`` or ``SandboxedExecute``, :class:`StoredVerdicts`
+for ``HiddenGraders``, both defined here); then
 ``generate_feedback`` writes the student's page. Recording a result takes a second
 or two, not the minute that grading took.
 
@@ -15,30 +15,84 @@ as nbgrader does for a missing notebook, and the feedback page says why.
 """
 
 import html
+import json
 import re
 import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from sqlalchemy.exc import SAWarning
+from traitlets import Unicode
 from traitlets.config.loader import PyFileConfigLoader
 
 import course_config
 from coursekit.class_results import ResultStore
 from coursekit.course import scripts_on_path
 from coursekit.course_layout import CourseLayout
-from coursekit.nbgrader_plugin import HiddenGraders, StoredExecution, StoredVerdicts
 from coursekit.isolation import close_course, close_to_others
+from coursekit.nbgrader_preprocessors import HiddenGraders, VerdictsPreprocessor
 
 
 class GradebookError(RuntimeError):
     """nbgrader could not record a result; the message holds the end of its log."""
+
+
+# The stand-ins for nbgrader's slow autograde steps ---------------------------------------------------
+
+class StoredResult(NbGraderPreprocessor):
+    """Base of the stand-ins that read class grading's stored result of this submission."""
+
+    results_directory = Unicode("", help="Folder of class grading's result files "
+                                         "(coursekit.class_results.ResultStore).").tag(config=True)
+
+    def stored_result(self, resources):
+        info = resources["nbgrader"]
+        result = ResultStore(self.results_directory).load(info["assignment"], info["student"])
+        if result is None:
+            raise RuntimeError(f"No class-grading result for {info['student']}/{info['assignment']} in "
+                               f"{self.results_directory!r}: run `python -m coursekit grade-class "
+                               f"{info['assignment']}` instead of this step alone.")
+        return result
+
+
+class StoredExecution(StoredResult):
+    """In place of nbgrader's ``Execute``: the outputs of the quick-mode run a worker did.
+
+    Cells are matched by cell id (by position when the ids differ but the cell count does
+    not); sources and metadata stay those of nbgrader's sanitized notebook.
+    """
+
+    def preprocess(self, nb, resources):
+        stored = self.stored_result(resources).executed_notebook
+        executed = nbformat.reads(json.dumps(stored), as_version=4) if stored else nbformat.v4.new_notebook()
+        by_id = {cell.get("id"): cell for cell in executed.cells}
+        same_length = len(executed.cells) == len(nb.cells)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            done = by_id.get(cell.get("id")) or (executed.cells[index] if same_length else None)
+            if done is None or done.cell_type != "code":
+                cell.outputs, cell.execution_count = [], None
+            else:
+                cell.outputs, cell.execution_count = done.outputs, done.get("execution_count")
+        return nb, resources
+
+
+class StoredVerdicts(StoredResult, VerdictsPreprocessor):
+    """In place of ``HiddenGraders``: the hidden graders' report that a worker stored."""
+
+    def report(self, nb, resources):
+        return self.stored_result(resources).scored_report()
+
+
+# Recording -------------------------------------------------------------------------------------------
 
 
 def class_grading_config(root, results_directory):

@@ -15,7 +15,7 @@ read), what goes on:
 What is left out gets a note for the student (:meth:`SubmissionFiles.notes`). The same
 selection is used by nbgrader's copies into ``autograded/`` and ``feedback/``
 (:func:`bound_nbgrader_copies`, installed by ``nbgrader_config.py``), by the note in the
-feedback (:class:`coursekit.nbgrader_plugin.NoteLeftOutFiles`) and by class grading, which
+feedback (:class:`coursekit.nbgrader_preprocessors.NoteLeftOutFiles`) and by class grading, which
 reads and sends only the selected files (:meth:`coursekit.class_results.Submission.files`).
 """
 

@@ -23,7 +23,7 @@ from coursekit import course
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points
 from coursekit.grading import grade_notebook
-from coursekit.nbgrader_plugin import CleanSubmission
+from coursekit.nbgrader_preprocessors import CleanSubmission
 from coursekit.submissions import DemoSubmission, replace_function, write_submission
 
 from conftest import released_course

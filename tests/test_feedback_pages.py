@@ -3,7 +3,7 @@
 A notebook with every kind of active content (a ``<script>`` and an event handler in markdown, a
 ``javascript:`` link, ``application/javascript``, ``text/html`` with a script and ``image/svg+xml``
 with a handler in outputs, a raw cell) is rendered to HTML with nbconvert, as nbgrader's feedback
-and formgrader do, after :class:`coursekit.nbgrader_plugin.SanitizeSubmission`; the page is then
+and formgrader do, after :class:`coursekit.nbgrader_preprocessors.SanitizeSubmission`; the page is then
 loaded in a real headless Chromium, whose DOM after the scripts ran is searched for the mark each
 script would leave. The same page without the sanitizer shows the marks (the test can see a script
 run), and honest HTML (a table, bold text) still renders. Outputs over
@@ -24,7 +24,7 @@ from nbconvert import HTMLExporter
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
 import course_config
-from coursekit.nbgrader_plugin import SanitizeSubmission, bounded_output
+from coursekit.nbgrader_preprocessors import SanitizeSubmission, bounded_output
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=(

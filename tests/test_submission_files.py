@@ -156,7 +156,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from coursekit.grading import CheckResult, GradingReport
 from coursekit.kernel_sandbox import SandboxedExecute
-from coursekit.nbgrader_plugin import HiddenGraders, VerdictsPreprocessor, autograder_tests
+from coursekit.nbgrader_preprocessors import HiddenGraders, VerdictsPreprocessor, autograder_tests
 
 c = get_config()  # noqa: F821
 exec(open(KIT_CONFIG, encoding="utf-8").read(), {"get_config": lambda: c})

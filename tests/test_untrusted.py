@@ -28,7 +28,7 @@ from coursekit import isolation
 from coursekit.checks import CheckFailed, check_figures_in_outputs
 from coursekit.model_files import read_model_file, rebuild_architecture
 from coursekit.grading import grade_notebook
-from coursekit.nbgrader_plugin import RestoreGradedCells
+from coursekit.nbgrader_preprocessors import RestoreGradedCells
 from coursekit.notebooks import read_submission
 from coursekit.sandbox import Call, run_student_functions
 from coursekit.submissions import DemoSubmission, reference_files, replace_function, write_submission
@@ -568,7 +568,7 @@ def sanitizing_restores_roles():
 
 needs_restored_roles = pytest.mark.skipif(
     not sanitizing_restores_roles(),
-    reason="nbgrader_config.py does not list coursekit.nbgrader_plugin.RestoreGradedCells in "
+    reason="nbgrader_config.py does not list coursekit.nbgrader_preprocessors.RestoreGradedCells in "
            "Autograde.sanitize_preprocessors: nbgrader then leaves such a submission ungraded")
 
 
