@@ -46,7 +46,7 @@ def class_rows(root, assignment):
     """A :class:`StudentRow` for every student with a submission of ``assignment`` in the gradebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from coursekit.course import _failure_messages
+    from coursekit.course import failure_messages
 
     notebook = course_config.lab_settings(assignment).notebook_id
     results = ResultStore.for_course(root).results(assignment)
@@ -70,7 +70,7 @@ def class_rows(root, assignment):
                 row.measurements = dict(report.measurements)
             else:
                 autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
-                row.reasons = _failure_messages(autograded)
+                row.reasons = failure_messages(autograded)
             if student in duplicates:
                 row.flags.append("its model file is byte for byte the same as that of "
                                  f"{', '.join(duplicates[student])}")

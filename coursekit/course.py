@@ -84,7 +84,7 @@ def export_grades(root, csv_path, platform="csv"):
     return nbgrader(root, "export", f"--exporter={exporter}", f"--{exporter.rsplit('.', 1)[1]}.to={csv_path}")
 
 
-def _failure_messages(autograded_notebook):
+def failure_messages(autograded_notebook):
     """grade_id -> the message of a failed autograder test cell in an autograded notebook."""
     messages = {}
     if not autograded_notebook.exists():
@@ -115,5 +115,5 @@ def check_table(root, assignment, notebook):
             scores = {grade.name: (grade.score, grade.max_score) for grade in submission.grades
                       if grade.cell.cell_type == "code"}
             autograded = layout.autograded_notebook(student, assignment, notebook)
-            rows.append({"student": student, "scores": scores, "reasons": _failure_messages(autograded)})
+            rows.append({"student": student, "scores": scores, "reasons": failure_messages(autograded)})
     return rows
