@@ -21,7 +21,6 @@ result, because the remaining calls run again in a fresh child.
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -40,8 +39,6 @@ from coursekit.isolation import (
     close_course, find_course_roots, isolation, limit_resources, scratch_parent, student_environment,
 )
 from coursekit.notebooks import NotebookProblem, read_submission
-
-log = logging.getLogger(__name__)
 
 CHILD_SCRIPT = Path(__file__).with_name("_sandbox_child.py")
 MODEL_CHILD_SCRIPT = Path(__file__).with_name("_model_child.py")
@@ -101,7 +98,7 @@ class SandboxRun:
     results: dict
     cell_problems: list
     stopped: str = ""    # why the child stopped early, if it did
-    isolation: tuple = ()  # what isolated the child (see :func:`isolation`)
+    isolation: tuple = ()  # what isolated the child (see :func:`coursekit.isolation.isolation`)
 
     def __getitem__(self, name):
         return self.results[name]
