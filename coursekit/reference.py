@@ -168,6 +168,22 @@ def _finished_seed(folder, digest):
     return record if record.get("source_digest") == digest else None
 
 
+def _committed_seed(lab_dir, seed, digest):
+    """The row of ``seed`` in the committed results.json when it ran this source code, or None.
+
+    So that a clone (which has no ``runs/``) continues an incomplete reference instead of starting over.
+    """
+    try:
+        results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    row = next((run for run in results.get("runs", []) if run.get("seed") == seed), None)
+    if row is None or row.get("source_digest") != digest:
+        return None
+    return {**row, "grader_retraining": results.get("grader_retraining")} if results.get("kept", {}).get(
+        "seed") == seed else dict(row)
+
+
 def _write_results(lab_dir, settings, seeds, runs, retraining):
     import keras
 
@@ -204,7 +220,8 @@ def run_reference(settings, seeds):
     and ``results.json`` is rewritten with the seeds finished so far (``"complete": false`` until the
     last), so a long run can be committed seed by seed; the first seed's executed notebook and model
     are copied next to it as soon as they exist. Run again after an interruption: seeds finished from
-    the same source code are kept, and an interrupted seed resumes in its folder (the notebook's
+    the same source code are kept (from ``runs/``, or from the committed ``results.json`` in a fresh
+    clone), and an interrupted seed resumes in its folder (the notebook's
     ``keras.callbacks.BackupAndRestore`` continues its training from the last finished epoch).
     """
     lab_dir = course_config.REFERENCE_DIR / settings.assignment
@@ -215,7 +232,12 @@ def run_reference(settings, seeds):
     for index, seed in enumerate(seeds):
         folder = runs_dir / f"seed-{seed}"
         record = _finished_seed(folder, digest)
-        if record is not None:
+        committed = None if record is not None else _committed_seed(lab_dir, seed, digest)
+        if committed is not None and (index > 0 or (lab_dir / settings.model_file).exists()):
+            record = committed
+            print(f"[reference] {settings.assignment}: seed {seed} recorded in results.json from this source: kept",
+                  flush=True)
+        elif record is not None:
             print(f"[reference] {settings.assignment}: seed {seed} already run from this source: kept", flush=True)
         else:
             if folder.exists() and not (folder / "training_backup").is_dir():
@@ -235,12 +257,14 @@ def run_reference(settings, seeds):
             print(f"[reference]   {json.dumps(record)}", flush=True)
         runs.append(record)
         if index == 0:  # the kept seed: its notebook, its model, and the grader's retraining of its architecture
-            shutil.copyfile(folder / settings.notebook, lab_dir / settings.notebook)
-            shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
+            if record is not committed:  # a committed seed's notebook and model are in place already
+                shutil.copyfile(folder / settings.notebook, lab_dir / settings.notebook)
+                shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
             retraining = (record.get("grader_retraining")
                           or calibrate_retraining(lab_dir / settings.model_file, settings))
             record["grader_retraining"] = retraining
-            (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            if record is not committed:
+                (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         _write_results(lab_dir, settings, seeds, [{k: v for k, v in run.items() if k != "grader_retraining"}
                                                   for run in runs], retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))

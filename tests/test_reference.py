@@ -23,7 +23,7 @@ resumed = pathlib.Path("training_backup").is_dir()
 with open(os.environ["TOY_LOG"], "a") as log:
     log.write(f"{seed} resumed\\n" if resumed else f"{seed}\\n")
 pathlib.Path("training_backup").mkdir(exist_ok=True)  # what BackupAndRestore leaves after an epoch
-if seed == 2 and not resumed:
+if seed == int(os.environ["TOY_STOP_SEED"]) and not resumed:
     raise RuntimeError("the session stopped during training")
 pathlib.Path("toy_lab_model.keras").write_text(f"model of seed {seed}")'''
 RESULTS = 'print(json.dumps({"test_accuracy": 0.9 + seed / 100, "train_seconds": 1.0}))'
@@ -38,6 +38,7 @@ def toy_course(tmp_path, monkeypatch):
     monkeypatch.setattr(course_config, "SOURCE_DIR", tmp_path / "source")
     monkeypatch.setattr(course_config, "REFERENCE_DIR", tmp_path / "reference_solution")
     monkeypatch.setenv("TOY_LOG", str(tmp_path / "runs.log"))
+    monkeypatch.setenv("TOY_STOP_SEED", "2")  # seed 2 stops once, as a stopped session would
     calibrations = []
     monkeypatch.setattr(reference, "calibrate_retraining",
                         lambda path, settings: calibrations.append(path.read_text()) or {"min": 0.8})
@@ -111,3 +112,21 @@ def test_the_reference_notebook_takes_new_text_but_never_new_code(toy_course):
     nbformat.write(notebook, path)
     with pytest.raises(ValueError, match="run the reference again"):
         reference.refresh_markdown(TOY)
+
+
+def test_a_clone_continues_an_incomplete_reference_from_its_committed_results(toy_course, monkeypatch):
+    """A fresh clone has results.json, the kept notebook and model, but no runs/: finished seeds are not run again."""
+    import shutil
+
+    root, calibrations = toy_course
+    lab_dir = root / "reference_solution" / TOY.assignment
+    with pytest.raises(Exception, match="the session stopped"):
+        reference.run_reference(TOY, seeds=(1, 2, 3))
+    shutil.rmtree(lab_dir / "runs")  # what git does not keep
+    (root / "runs.log").unlink()
+    monkeypatch.setenv("TOY_STOP_SEED", "0")  # this time the session is not stopped
+    results = reference.run_reference(TOY, seeds=(1, 2, 3))
+    assert (root / "runs.log").read_text() == "2\n3\n"  # seed 1 kept from results.json; 2 starts afresh
+    assert [run["seed"] for run in results["runs"]] == [1, 2, 3] and results["complete"] is True
+    assert calibrations == ["model of seed 1"] and results["grader_retraining"] == {"min": 0.8}
+    assert (lab_dir / TOY.model_file).read_text() == "model of seed 1"
