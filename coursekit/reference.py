@@ -180,8 +180,8 @@ def _committed_seed(lab_dir, seed, digest):
     row = next((run for run in results.get("runs", []) if run.get("seed") == seed), None)
     if row is None or row.get("source_digest") != digest:
         return None
-    return {**row, "grader_retraining": results.get("grader_retraining")} if results.get("kept", {}).get(
-        "seed") == seed else dict(row)
+    kept = results.get("kept", {}).get("seed") == seed  # its retraining was measured on this seed's model
+    return {**row, "grader_retraining": results.get("grader_retraining")} if kept else dict(row)
 
 
 def _write_results(lab_dir, settings, seeds, runs, retraining):
@@ -251,7 +251,7 @@ def run_reference(settings, seeds):
                       "notebook_seconds": round(time.perf_counter() - start, 1),
                       "load_average_before": load_before, "load_average_after": round(os.getloadavg()[0], 2),
                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "source_digest": digest}
+                      "hardware": hardware(), "source_digest": digest}
             nbformat.write(executed, folder / settings.notebook)
             (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             print(f"[reference]   {json.dumps(record)}", flush=True)
