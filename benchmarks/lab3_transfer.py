@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from benchmarks.lab2_training import EpochLog, append, machine  # noqa: E402
+from coursekit.atomic_files import write_atomically  # noqa: E402
 from coursekit.data import ensure_vgg16_weights, load_fashion_mnist  # noqa: E402
 from coursekit.vgg16 import preprocessed  # noqa: E402
 
@@ -83,16 +84,17 @@ def cache(args):
     model = frozen_part(args.size, args.cut)
     path = cache_path(args.size, args.cut, args.method, args.limit)
     path.parent.mkdir(exist_ok=True)
-    out = np.lib.format.open_memmap(path.with_suffix(".partial.npy"), mode="w+", dtype=np.float16,
-                                    shape=(len(x), *model.output_shape[1:]))
+
+    def write(partial):
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(x), *model.output_shape[1:]))
+        for first in range(0, len(x), args.chunk):
+            chunk = preprocessed(x[first:first + args.chunk], args.size, args.method)
+            out[first:first + len(chunk)] = model.predict(chunk, batch_size=256, verbose=0).astype(np.float16)
+        out.flush()
+
     start = time.perf_counter()
-    for first in range(0, len(x), args.chunk):
-        chunk = preprocessed(x[first:first + args.chunk], args.size, args.method)
-        out[first:first + len(chunk)] = model.predict(chunk, batch_size=256, verbose=0).astype(np.float16)
-    out.flush()
+    write_atomically(path, write, suffix=".npy")
     seconds = time.perf_counter() - start
-    del out
-    os.replace(path.with_suffix(".partial.npy"), path)
     record = {"command": "cache", "size": args.size, "cut": args.cut, "method": args.method, "images": len(x),
               "feature_shape": list(model.output_shape[1:]), "seconds": round(seconds, 1),
               "images_per_second": round(len(x) / seconds, 1), **machine()}
@@ -111,8 +113,9 @@ def cached_split(args):
 
     fit, val = train_test_split(np.arange(len(labels)), test_size=args.val_size if not args.limit else 0.1,
                                 stratify=labels, random_state=args.seed)
-    return (np.asarray(features[np.sort(fit)], dtype=np.float32), labels[np.sort(fit)],
-            np.asarray(features[np.sort(val)], dtype=np.float32), labels[np.sort(val)])
+    fit, val = np.sort(fit), np.sort(val)  # in file order: memory-mapped reads stay sequential
+    return (np.asarray(features[fit], dtype=np.float32), labels[fit],
+            np.asarray(features[val], dtype=np.float32), labels[val])
 
 
 def head_layers(units, dropout):

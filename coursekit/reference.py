@@ -209,8 +209,15 @@ def _write_results(lab_dir, settings, seeds, runs, retraining):
         for key, value in json.loads(previous.read_text(encoding="utf-8")).items():
             if key.startswith("grader_retraining_") and key not in results:
                 results[key] = value
-    previous.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    _save_json(previous, results)
     return results
+
+
+def _save_json(path, data):
+    """Whole or not at all: a resumed run reads these files back."""
+    from coursekit.atomic_files import write_text_atomically
+
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def run_reference(settings, seeds):
@@ -253,7 +260,7 @@ def run_reference(settings, seeds):
                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       "hardware": hardware(), "source_digest": digest}
             nbformat.write(executed, folder / settings.notebook)
-            (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            _save_json(folder / "record.json", record)
             print(f"[reference]   {json.dumps(record)}", flush=True)
         runs.append(record)
         if index == 0:  # the kept seed: its notebook, its model, and the grader's retraining of its architecture
@@ -264,7 +271,7 @@ def run_reference(settings, seeds):
                           or calibrate_retraining(lab_dir / settings.model_file, settings))
             record["grader_retraining"] = retraining
             if record is not committed:
-                (folder / "record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                _save_json(folder / "record.json", record)
         _write_results(lab_dir, settings, seeds, [{k: v for k, v in run.items() if k != "grader_retraining"}
                                                   for run in runs], retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
