@@ -118,8 +118,10 @@ def cached_split(args):
             np.asarray(features[val], dtype=np.float32), labels[val])
 
 
-def head_layers(units, dropout):
-    return [layers.Flatten(), layers.Dense(units, activation="relu"), layers.Dropout(dropout),
+def head_layers(units, dropout, batch_norm=True):
+    """Flatten, (BatchNormalization: VGG16's middle-block outputs run into the hundreds), Dense, Dropout, Dense 10."""
+    normalise = [layers.BatchNormalization()] if batch_norm else []
+    return [layers.Flatten(), *normalise, layers.Dense(units, activation="relu"), layers.Dropout(dropout),
             layers.Dense(10, activation="softmax")]
 
 
@@ -152,11 +154,13 @@ def fit(model, data, args, epochs, learning_rate, name, offset=0.0):
 def head(args):
     keras.utils.set_random_seed(args.seed)
     data = cached_split(args)
-    name = f"head {args.method}{args.size} {args.cut} units {args.units} lr {args.lr:g}"
-    model = stack(data[0].shape[1:], head_layers(args.units, args.dropout))
+    name = (f"head {args.method}{args.size} {args.cut} units {args.units} lr {args.lr:g}"
+            f"{' no BN' if args.no_batch_norm else ''}")
+    model = stack(data[0].shape[1:], head_layers(args.units, args.dropout, not args.no_batch_norm))
     curve, seconds = fit(model, data, args, args.epochs, args.lr, name)
     record = {"command": "head", "variant": name, "size": args.size, "cut": args.cut, "method": args.method,
-              "units": args.units, "dropout": args.dropout, "learning_rate": args.lr, "epochs": args.epochs,
+              "units": args.units, "dropout": args.dropout, "batch_norm": not args.no_batch_norm,
+              "learning_rate": args.lr, "epochs": args.epochs,
               "seed": args.seed, "fit_images": len(data[1]), "val_images": len(data[3]),
               "best_val_accuracy": round(max(curve), 4), "final_val_accuracy": round(curve[-1], 4),
               "train_seconds": round(seconds, 1), "params": model.count_params(), **machine()}
@@ -168,18 +172,23 @@ def finetune(args):
     keras.utils.set_random_seed(args.seed)
     data = cached_split(args)
     name = (f"finetune {args.method}{args.size} {args.cut} -> {args.tune} units {args.units} "
-            f"lr {args.head_lr:g}/{args.lr:g}")
+            f"lr {args.head_lr:g}/{args.lr:g}{' head BN frozen' if args.freeze_head_bn else ''}")
     tuned = blocks_after(args.size, args.cut, args.tune)
-    top = head_layers(args.units, args.dropout)
+    top = head_layers(args.units, args.dropout, not args.no_batch_norm)
     model = stack(data[0].shape[1:], [*tuned, *top])
     for layer in tuned:
         layer.trainable = False
     head_curve, seconds = fit(model, data, args, args.head_epochs, args.head_lr, name + " (head)")
     for layer in tuned:
         layer.trainable = True
+    if args.freeze_head_bn:  # the head's batch normalisation stays in inference mode, with its statistics so far
+        for layer in top:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
     tune_curve, seconds = fit(model, data, args, args.epochs, args.lr, name, offset=seconds)
     record = {"command": "finetune", "variant": name, "size": args.size, "cut": args.cut, "tune": args.tune,
-              "method": args.method, "units": args.units, "dropout": args.dropout, "head_epochs": args.head_epochs,
+              "method": args.method, "units": args.units, "dropout": args.dropout, "batch_norm": not args.no_batch_norm,
+              "head_bn_frozen_in_fine_tuning": args.freeze_head_bn, "head_epochs": args.head_epochs,
               "head_learning_rate": args.head_lr, "epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed,
               "fit_images": len(data[1]), "val_images": len(data[3]),
               "head_val_accuracy": round(max(head_curve), 4) if head_curve else None,
@@ -211,6 +220,9 @@ def main(argv=None):
         p.add_argument("--tune", choices=BLOCKS, default="block4", help="last VGG16 block to fine-tune")
         p.add_argument("--head-epochs", type=int, default=3)
         p.add_argument("--head-lr", type=float, default=1e-3)
+        p.add_argument("--no-batch-norm", action="store_true", help="no BatchNormalization at the head's input")
+        p.add_argument("--freeze-head-bn", action="store_true",
+                       help="fine-tuning: keep the head's BatchNormalization frozen (inference mode)")
     args = parser.parse_args(argv)
     {"cache": cache, "head": head, "finetune": finetune}[args.command](args)
 

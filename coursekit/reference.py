@@ -126,7 +126,7 @@ def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
         from coursekit.vgg16 import head_retraining
 
         head = model.get_layer("classifier_head")
-        recipe.update(test_size=settings.retrain_test_size, features=f"VGG16 block5_pool, "
+        recipe.update(test_size=settings.retrain_test_size, features=f"VGG16 {settings.feature_layer}, "
                       f"{settings.feature_image_size}x{settings.feature_image_size} zero-padded")
         scores = [round(head_retraining(head, data, settings, seed=seed), 4) for seed in seeds]
     else:

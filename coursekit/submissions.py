@@ -646,9 +646,9 @@ def load_vgg16_base(image_size=32, weights=None):
 '''
 
 TRANSFER_MODEL_WITH_TRAINABLE_BASE = '''
-def build_transfer_model(method="pad", image_size=32, units=256, dropout_rate=0.5, weights=None):
+def build_transfer_model(method="pad", image_size=32, cut="block4_pool", units=256, dropout_rate=0.5, weights=None):
     """Forgets to freeze the base: feature extraction trains all of VGG16."""
-    base = load_vgg16_base(image_size, weights)
+    base = base_part(load_vgg16_base(image_size, weights), upto=cut)
     head = build_classifier_head(base.output_shape[1:], units, dropout_rate)
     inputs = keras.Input(shape=(28, 28))
     features = base(build_input_adapter(method, image_size)(inputs), training=False)
@@ -669,7 +669,7 @@ def build_input_adapter(method="pad", image_size=32):
 '''
 
 UNFREEZE_THE_WHOLE_BASE = '''
-def unfreeze_top_layers(base, first_trainable="block5_conv1"):
+def unfreeze_top_layers(base, first_trainable="block4_conv1"):
     """Unfreezes every layer of the base, not just the top block."""
     base.trainable = True
     for layer in base.layers:
@@ -683,6 +683,7 @@ def build_classifier_head(feature_shape, units=256, dropout_rate=0.5):
     return keras.Sequential([
         keras.Input(shape=tuple(feature_shape)),
         layers.Flatten(),
+        layers.BatchNormalization(),
         layers.Dense(units, activation="relu", kernel_initializer="zeros"),
         layers.Dropout(dropout_rate),
         layers.Dense(10, activation="softmax", kernel_initializer="zeros"),

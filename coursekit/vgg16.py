@@ -34,20 +34,41 @@ def imagenet_base(image_size=32):
                                     input_shape=(image_size, image_size, 3))
 
 
+@functools.lru_cache(maxsize=2)
+def imagenet_features_model(layer, image_size=32):
+    """The ImageNet base from its input up to ``layer`` (e.g. "block4_pool"): the grader's feature extractor."""
+    import keras
+
+    base = imagenet_base(image_size)
+    return keras.Model(base.inputs, base.get_layer(layer).output, name=f"vgg16_to_{layer}")
+
+
 def imagenet_conv_weights():
     """[(kernel, bias)] of the 13 ImageNet convolutions, in order."""
     return [tuple(layer.get_weights()) for layer in conv_layers(imagenet_base(), VGG16_CONV_KINDS)]
 
 
-def expect_vgg16_base(model, what):
-    """Fail unless ``model`` holds VGG16's 13 convolutional layers; return them."""
+def expect_vgg16_base(model, what, min_conv_layers=13):
+    """Fail unless ``model`` holds VGG16's convolutional layers, in order, at least ``min_conv_layers`` of them.
+
+    A base cut after a middle block holds the first of VGG16's 13 convolutions; return the ones found.
+    """
     convs = conv_layers(model, VGG16_CONV_KINDS)
     filters = tuple(getattr(layer, "filters", None) for layer in convs)
-    expect(filters == VGG16_CONV_FILTERS,
-           f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)): "
-           f"13 Conv2D layers with {', '.join(map(str, VGG16_CONV_FILTERS[::2]))}... filters; it has "
+    expected = VGG16_CONV_FILTERS[:max(min_conv_layers, min(len(filters), len(VGG16_CONV_FILTERS)))]
+    block = _block_of(min_conv_layers)
+    expect(filters == expected,
+           f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)), at "
+           f"least from its input through block {block}: {min_conv_layers} Conv2D layers with "
+           f"{', '.join(map(str, VGG16_CONV_FILTERS[:min_conv_layers]))} filters, in this order; it has "
            f"{len(convs)} Conv2D layers{' with ' + str(list(filters)) + ' filters' if convs else ''}.")
     return convs
+
+
+def _block_of(conv_count):
+    """The VGG16 block (1-5) whose last convolution is the ``conv_count``-th."""
+    ends = (2, 4, 7, 10, 13)
+    return next((block for block, end in enumerate(ends, 1) if conv_count <= end), 5)
 
 
 def first_difference(weights, reference, tolerance):
@@ -74,7 +95,7 @@ def preprocessed(images, size, method="pad"):
 def _features_file(settings, data_key):
     import course_config
 
-    digest = hashlib.sha256(repr((settings.feature_image_size, settings.retrain_train_size,
+    digest = hashlib.sha256(repr((settings.feature_layer, settings.feature_image_size, settings.retrain_train_size,
                                   settings.retrain_test_size, settings.retrain_seed, data_key,
                                   course_config.VGG16_WEIGHTS_SHA256)).encode()).hexdigest()
     return course_config.GRADER_CACHE_DIR / "vgg16_features" / f"{digest}.npz"
@@ -83,7 +104,7 @@ def _features_file(settings, data_key):
 def head_features(data, settings):
     """(train features, train labels, test features, test labels) of the grader's balanced subsets.
 
-    Features are the ImageNet base's outputs on zero-padded images, computed once and kept
+    Features are the ImageNet base's outputs at ``settings.feature_layer`` on zero-padded images, computed once and kept
     in the grader's cache folder (they depend only on the data, the weights and the settings).
     """
     from coursekit.checks import balanced_subset
@@ -95,7 +116,8 @@ def head_features(data, settings):
             return tuple(stored[key] for key in ("train", "train_labels", "test", "test_labels"))
     train = balanced_subset(y_train, settings.retrain_train_size, settings.retrain_seed)
     test = balanced_subset(y_test, settings.retrain_test_size, settings.retrain_seed)
-    base, size = imagenet_base(settings.feature_image_size), settings.feature_image_size
+    size = settings.feature_image_size
+    base = imagenet_features_model(settings.feature_layer, size)
     arrays = {"train": base.predict(preprocessed(x_train[train], size), batch_size=256, verbose=0),
               "train_labels": y_train[train],
               "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
@@ -120,7 +142,7 @@ def head_retraining(head, data, settings, seed=None):
 
 def check_head_retraining(head, data, settings):
     """The grader's brief training of the student's classifier head on its own features reaches the bar."""
-    feature_shape = imagenet_base(settings.feature_image_size).output_shape[1:]
+    feature_shape = imagenet_features_model(settings.feature_layer, settings.feature_image_size).output_shape[1:]
     shape = tuple(head.inputs[0].shape[1:])
     expect(shape == tuple(feature_shape),
            f"build_classifier_head({feature_shape}) should take feature maps of shape {feature_shape}; "

@@ -21,7 +21,7 @@ from coursekit.sandbox import Call, run_student_functions
 from coursekit.saved_model import check_saved_model, evaluate_saved_model
 from coursekit.vgg16 import (
     IMAGENET_BGR_MEAN, VGG16_CONV_KINDS, check_head_retraining, expect_vgg16_base, first_difference,
-    imagenet_base, imagenet_conv_weights, preprocessed,
+    imagenet_base, imagenet_conv_weights, imagenet_features_model, preprocessed,
 )
 
 # Hidden cases: drawn afresh for each grading from a seed the student cannot predict (the same for
@@ -30,6 +30,8 @@ RNG = grading_rng("lab3_vgg16")
 PIXELS = RNG.integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
 PADDED_SIZES = (32, 36)
 RESIZED_SIZE = 48
+# The feature maps the head is built for: VGG16's output at LAB3.feature_layer for 32×32 inputs.
+FEATURE_SHAPE = tuple(imagenet_features_model(LAB3.feature_layer, LAB3.feature_image_size).output_shape[1:])
 # Two (head, fine-tuning) history pairs of different lengths: the plot must draw the ones it is given.
 STAGE_HISTORIES = [(random_history(RNG, int(RNG.integers(3, 7))), random_history(RNG, int(RNG.integers(2, 5))))
                    for _ in range(2)]
@@ -43,7 +45,7 @@ def _calls(weights):
              name="adapter_resize"),
         Call("load_vgg16_base", kwargs={"image_size": 32, "weights": weights}, returns="model_weights"),
         Call("build_transfer_model", kwargs={"weights": weights}, returns="model"),
-        Call("build_classifier_head", ((1, 1, 512),), returns="model"),
+        Call("build_classifier_head", (FEATURE_SHAPE,), returns="model"),
         *[Call("plot_fine_tuning_history", pair, returns="figure", name=f"plot_fine_tuning_history_{index}")
           for index, pair in enumerate(STAGE_HISTORIES)],
     ]
@@ -54,6 +56,11 @@ def student(notebook_path):
     """Results of all calls of the student's functions, made once in the sandbox."""
     weights = sandbox_readable_file(ensure_vgg16_weights())  # the kit's copy may sit in root's home
     return run_student_functions(notebook_path, _calls(str(weights)))
+
+
+def _expect_base(model, what):
+    """The model's VGG16 convolutions: at least the ones LAB3 requires, in VGG16's order."""
+    return expect_vgg16_base(model, what, LAB3.base_conv_layers)
 
 
 def _changed_vgg16_layers(weights):
@@ -132,7 +139,7 @@ def test_transfer_model_structure(transfer_model):
     shape = input_shape(transfer_model)
     expect(shape == (28, 28), f"build_transfer_model() should take raw 28×28 images (the input adapter inside "
                               f"the model); its input shape is {shape}.")
-    convs = expect_vgg16_base(transfer_model, "build_transfer_model()")
+    convs = _expect_base(transfer_model, "build_transfer_model()")
     expect(convs[0].kernel.shape[2] == 3,
            f"VGG16's first convolution should see three channels (the grey image copied three times); in your "
            f"model it sees {convs[0].kernel.shape[2]}.")
@@ -187,27 +194,35 @@ def _is_fine_tuned(name):
     return name.startswith(LAB3.fine_tuned_layers)
 
 
+def _fine_tunable():
+    return ", ".join(prefix + "*" for prefix in LAB3.fine_tuned_layers)
+
+
 @pytest.mark.grade_id("test_fine_tuning")
-def test_only_the_top_block_is_trainable(saved_model):
-    convs = expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
-    wrong = [layer.name for layer in convs if layer.trainable != _is_fine_tuned(layer.name)]
+def test_only_the_top_blocks_are_trainable(saved_model):
+    convs = _expect_base(saved_model, f"The saved model {LAB3.model_file}")
+    wrong = [layer.name for layer in convs if layer.trainable and not _is_fine_tuned(layer.name)]
     expect(not wrong,
-           f"In the fine-tuned model only VGG16's layers {', '.join(p + '*' for p in LAB3.fine_tuned_layers)} "
-           f"should be trainable and the ones below them frozen; these are not as intended: {', '.join(wrong)}. "
-           "Unfreeze from block5_conv1 on (unfreeze_top_layers) and keep blocks 1-4 frozen.")
+           f"In the fine-tuned model only VGG16's layers {_fine_tunable()} may be trainable and the ones below "
+           f"them stay frozen; these are trainable too: {', '.join(wrong)}. Unfreeze from "
+           f"{LAB3.first_fine_tuned_layer} on (unfreeze_top_layers) and keep the blocks below it frozen.")
+    expect(any(layer.trainable for layer in convs),
+           f"In the fine-tuned model none of VGG16's layers is trainable: fine-tuning unfreezes {_fine_tunable()} "
+           f"(from {LAB3.first_fine_tuned_layer} on, unfreeze_top_layers) and trains them.")
 
 
 @pytest.mark.grade_id("test_fine_tuning")
 def test_frozen_blocks_keep_imagenet_weights_and_top_block_moved(saved, saved_model):
-    expect_vgg16_base(saved_model, f"The saved model {LAB3.model_file}")
+    _expect_base(saved_model, f"The saved model {LAB3.model_file}")
     changed = saved.weights_summary
     frozen_changed = [name for name in changed if not _is_fine_tuned(name)]
     expect(not frozen_changed,
            f"The frozen layers of VGG16 should keep their ImageNet weights, but in the saved model these differ: "
-           f"{', '.join(frozen_changed)}. Load the ImageNet weights and keep blocks 1-4 frozen while training.")
+           f"{', '.join(frozen_changed)}. Load the ImageNet weights and keep the layers before "
+           f"{LAB3.first_fine_tuned_layer} frozen while training.")
     expect(any(_is_fine_tuned(name) for name in changed),
-           "VGG16's top block in the saved model still has exactly its ImageNet weights: it was not fine-tuned. "
-           "Train it (with a low learning rate) after unfreezing it, then save the model.")
+           f"VGG16's layers {_fine_tunable()} in the saved model still have exactly their ImageNet weights: they "
+           "were not fine-tuned. Train them (with a low learning rate) after unfreezing them, then save the model.")
 
 
 def _panel_shows(ax, head, fine):
@@ -246,6 +261,7 @@ def test_fine_tuning_panel(student, index, panel):
 
 REQUIRED_FIGURES = {
     "the adapted inputs": r"build_input_adapter\(",
+    "the cut-point comparison": r"(?i)where to cut VGG16",
     "the fine-tuning curves": r"plot_fine_tuning_history\(",
     "the confusion matrix": r"(?i)confusion",
     "the comparison chart": r"(?i)comparison",
@@ -261,7 +277,7 @@ def test_required_figures_in_outputs(notebook_path):
 
 def architecture_rules(model, subject="The model"):
     """The rules the transfer model and the saved, fine-tuned model both obey."""
-    expect_vgg16_base(model, subject)
+    _expect_base(model, subject)
     denses = dense_layers(model)
     units = denses[-1].units if denses else None
     expect(units == LAB3.num_classes,

@@ -55,7 +55,7 @@ EXPECTED_MESSAGES = {
     LAB3.assignment: {
         "demo_base_not_frozen": "the VGG16 base must be frozen",
         "demo_random_weights": "are not VGG16's ImageNet weights",
-        "demo_whole_base_unfrozen": "these are not as intended: block1_conv1",
+        "demo_whole_base_unfrozen": "these are trainable too: block1_conv1",
         "demo_single_channel": "three channels",
         "demo_low_accuracy": "the course bar is",
         "test_head_and_plot_flaws": {"test_head_retraining": "below the bar",

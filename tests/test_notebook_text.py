@@ -62,6 +62,8 @@ CLAIMS = [
     ((LAB2.assignment,), rf"at least \*\*{NUMBER}\*\* convolutional layers", lambda lab: (LAB2.min_conv_layers,)),
     ((LAB3.assignment,), rf"VGG16's base with its \*\*{NUMBER}\*\* convolutional layers",
      lambda lab: (LAB3.base_conv_layers,)),
+    ((LAB3.assignment,), rf"at least through block 4 \(\*\*{NUMBER}\*\* convolutional layers",
+     lambda lab: (LAB3.base_conv_layers,)),
     # The grader's brief retraining.
     (ALL, rf"\*\*{NUMBER}\*\* training images, \*\*{NUMBER}\*\* epochs, batch \*\*{NUMBER}\*\*, Adam with "
           rf"learning rate \*\*{NUMBER}\*\*",
