@@ -254,3 +254,18 @@ def test_rules_in_the_notebooks_code_are_the_course_numbers(assignment):
     name, expected = CODE_RULES[assignment]
     assert assigned_literal(released(lab), name) == expected(), \
         f"{lab.notebook}: {name} in its code is not course_config's numbers {expected()}"
+
+
+def kept_seed(lab):
+    """The row of the reference seed whose notebook and model are kept in reference_solution/."""
+    recorded = results(lab)
+    return next(run for run in recorded["runs"] if run["seed"] == recorded["kept"]["seed"])
+
+
+def test_lab3_compares_with_the_recorded_reference_runs_of_labs_1_and_2():
+    earlier = assigned_literal(released(LAB3), "EARLIER_RESULTS")
+    for name, lab in (("dense (Lab 1)", LAB1), ("CNN (Lab 2)", LAB2)):
+        row, run = earlier[name], kept_seed(lab)
+        assert (row["test_accuracy"], row["train_seconds"]) == (run["test_accuracy"], run["train_seconds"]), \
+            f"{LAB3.notebook}: EARLIER_RESULTS[{name!r}] is not {lab.assignment}'s kept reference seed {run['seed']}"
+        assert row["model_file"] == lab.model_file
