@@ -53,7 +53,7 @@ def _reference(args):
             refresh_markdown(lab)
             print(f"{lab.assignment}: the reference notebook has the source's current text")
         else:
-            run_reference(lab, seeds=args.seeds or course_config.REFERENCE_SEEDS)
+            run_reference(lab, seeds=args.seeds or course_config.REFERENCE_SEEDS, planned=course_config.REFERENCE_SEEDS)
     return 0
 
 

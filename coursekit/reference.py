@@ -184,15 +184,15 @@ def _committed_seed(lab_dir, seed, digest):
     return {**row, "grader_retraining": results.get("grader_retraining")} if kept else dict(row)
 
 
-def _write_results(lab_dir, settings, seeds, runs, retraining):
+def _write_results(lab_dir, settings, planned, runs, retraining):
     import keras
 
     accuracies = [run["test_accuracy"] for run in runs]
     results = {
         "lab": settings.assignment,
         "command": f"python -m coursekit reference {settings.assignment}",
-        "complete": len(runs) == len(seeds),
-        "seeds_planned": list(seeds),
+        "complete": {run["seed"] for run in runs} >= set(planned),
+        "seeds_planned": planned,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hardware": hardware(),
         "keras_backend": keras.backend.backend(),
@@ -220,7 +220,7 @@ def _save_json(path, data):
     write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
-def run_reference(settings, seeds):
+def run_reference(settings, seeds, planned=None):
     """Run the reference notebook once per seed and record everything in reference_solution/.
 
     Each seed runs in ``runs/seed-N/``. When it finishes, its record goes to ``runs/seed-N/record.json``
@@ -230,6 +230,9 @@ def run_reference(settings, seeds):
     the same source code are kept (from ``runs/``, or from the committed ``results.json`` in a fresh
     clone), and an interrupted seed resumes in its folder (the notebook's
     ``keras.callbacks.BackupAndRestore`` continues its training from the last finished epoch).
+
+    ``planned`` are the seeds the reference is made of (default: ``seeds``); ``results.json`` is
+    ``"complete"`` once all of them are recorded, so a run of fewer seeds says it is not.
     """
     lab_dir = course_config.REFERENCE_DIR / settings.assignment
     runs_dir = lab_dir / "runs"
@@ -272,7 +275,7 @@ def run_reference(settings, seeds):
             record["grader_retraining"] = retraining
             if record is not committed:
                 _save_json(folder / "record.json", record)
-        _write_results(lab_dir, settings, seeds, [{k: v for k, v in run.items() if k != "grader_retraining"}
+        _write_results(lab_dir, settings, sorted({*(planned or seeds), *seeds}), [{k: v for k, v in run.items() if k != "grader_retraining"}
                                                   for run in runs], retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
     shutil.rmtree(runs_dir, ignore_errors=True)

@@ -69,6 +69,12 @@ def test_each_seed_is_recorded_when_it_finishes_and_a_stopped_run_resumes(toy_co
     assert not (lab_dir / "runs").exists()
 
 
+def test_a_run_of_fewer_seeds_than_planned_is_recorded_as_incomplete(toy_course):
+    results = reference.run_reference(TOY, seeds=(1,), planned=(1, 2, 3))
+    assert results["complete"] is False and results["seeds_planned"] == [1, 2, 3]
+    assert [run["seed"] for run in results["runs"]] == [1]
+
+
 def test_a_changed_source_notebook_runs_every_seed_again(toy_course):
     root, _ = toy_course
     reference.run_reference(TOY, seeds=(1,))
