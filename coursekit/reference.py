@@ -275,8 +275,8 @@ def run_reference(settings, seeds, planned=None):
             record["grader_retraining"] = retraining
             if record is not committed:
                 _save_json(folder / "record.json", record)
-        _write_results(lab_dir, settings, sorted({*(planned or seeds), *seeds}), [{k: v for k, v in run.items() if k != "grader_retraining"}
-                                                  for run in runs], retraining)
+        rows = [{key: value for key, value in run.items() if key != "grader_retraining"} for run in runs]
+        _write_results(lab_dir, settings, sorted({*(planned or seeds), *seeds}), rows, retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
     shutil.rmtree(runs_dir, ignore_errors=True)
     print(f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
