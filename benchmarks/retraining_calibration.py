@@ -1,4 +1,4 @@
-"""Calibration of the grader's brief retraining (coursekit.checks.brief_retraining) for Labs 1 and 2.
+"""Calibration of the grader's brief retraining (coursekit.checks.brief_retraining) for Labs 1, 2 and 3.
 
 The retraining check must tell a network that learns from one that cannot. This script runs the
 grader's own recipe (course_config.LAB1 / LAB2) on a family of honest architectures, written the
@@ -6,7 +6,8 @@ ways students write them (functional and Sequential, with and without batch norm
 batch-norm momentum, strided convolutions with global average pooling, wider, narrower, other
 activations, separable convolutions, ...), and on architectures that cannot learn; it prints the
 table and writes it as JSON (docs/measurements/). Each lab's bar in course_config.py sits between
-the lowest honest and the highest non-learning score, with a margin.
+the lowest honest and the highest non-learning score, with a margin. For Lab 3 the family is one of
+classifier heads, retrained by coursekit.vgg16.head_retraining on the grader's VGG16 features.
 
     PYTHONPATH=. .venv/bin/python benchmarks/retraining_calibration.py --labs lab1_dense lab2_cnn --seeds 0 1
 
@@ -229,12 +230,75 @@ def _lab2_architectures():
     return honest, non_learning
 
 
-ARCHITECTURES = {"lab1_dense": _lab1_architectures, "lab2_cnn": _lab2_architectures}
+def _lab3_architectures():
+    """Classifier heads on the grader's VGG16 features (LAB3.feature_layer), as students write them."""
+    import keras
+    from keras import layers
+
+    from coursekit.vgg16 import imagenet_features_model
+
+    lab = course_config.LAB3
+    shape = tuple(imagenet_features_model(lab.feature_layer, lab.feature_image_size).output_shape[1:])
+
+    def sequential(*stack):
+        return keras.Sequential([keras.Input(shape), *stack, layers.Dense(10, activation="softmax")])
+
+    def reference(units=256, batch_norm=True):  # the source notebook's build_classifier_head
+        normalise = [layers.BatchNormalization()] if batch_norm else []
+        return sequential(layers.Flatten(), *normalise, layers.Dense(units, activation="relu"), layers.Dropout(0.5))
+
+    def functional_bn_before_activation():
+        inputs = keras.Input(shape)
+        x = layers.Dense(256, use_bias=False)(layers.Flatten()(inputs))
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+        return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(x)))
+
+    def dead(output_initializer="glorot_uniform", **kwargs):
+        return keras.Sequential([keras.Input(shape), layers.Flatten(), layers.BatchNormalization(),
+                                 layers.Dense(256, **kwargs), layers.Dropout(0.5),
+                                 layers.Dense(10, activation="softmax", kernel_initializer=output_initializer)])
+
+    honest = {
+        "reference: Flatten, BN, Dense 256, Dropout 0.5": reference,
+        "no BN: Flatten, Dense 256, Dropout 0.5 (the keras.io head)": lambda: reference(batch_norm=False),
+        "wider: Flatten, BN, Dense 1024": lambda: reference(1024),
+        "GlobalAveragePooling2D, Dense 256": lambda: sequential(layers.GlobalAveragePooling2D(),
+                                                                layers.Dense(256, activation="relu")),
+        "GlobalAveragePooling2D, BN, Dense 128": lambda: sequential(layers.GlobalAveragePooling2D(),
+                                                                    layers.BatchNormalization(),
+                                                                    layers.Dense(128, activation="relu")),
+        "two hidden layers 512/128 with BN": lambda: sequential(
+            layers.Flatten(), layers.BatchNormalization(), layers.Dense(512, activation="relu"), layers.Dropout(0.5),
+            layers.Dense(128, activation="relu")),
+        "functional, Dense without bias, BN before ReLU": functional_bn_before_activation,
+        "LayerNormalization, Dense 256": lambda: sequential(layers.Flatten(), layers.LayerNormalization(),
+                                                            layers.Dense(256, activation="relu")),
+        "Rescaling(1/100), Dense 256 ELU": lambda: sequential(layers.Flatten(), layers.Rescaling(0.01),
+                                                              layers.Dense(256, activation="elu")),
+    }
+    below_zero = keras.initializers.Constant(-100.0)
+    non_learning = {"zero-initialised kernels (ReLU)": lambda: dead(activation="relu", kernel_initializer="zeros"),
+                    "dead ReLUs (bias -100)": lambda: dead(activation="relu", bias_initializer=below_zero),
+                    "zero-initialised kernels (tanh), output too": lambda: dead("zeros", activation="tanh",
+                                                                                kernel_initializer="zeros")}
+    return honest, non_learning
+
+
+ARCHITECTURES = {"lab1_dense": _lab1_architectures, "lab2_cnn": _lab2_architectures,
+                 "lab3_vgg16": _lab3_architectures}
+
+
+def _retrain(assignment, model, data, settings, seed):
+    from coursekit.checks import brief_retraining
+
+    if assignment == course_config.LAB3.assignment:
+        from coursekit.vgg16 import head_retraining
+
+        return head_retraining(model, data, settings, seed=seed)
+    return brief_retraining(model, data, settings, seed=seed)
 
 
 def calibrate(assignment, seeds, data, overrides=None):
-    from coursekit.checks import brief_retraining
-
     settings = course_config.lab_settings(assignment)
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
@@ -246,7 +310,7 @@ def calibrate(assignment, seeds, data, overrides=None):
             load_before = os.getloadavg()[0]
             for seed in seeds:
                 started = time.time()
-                scores.append(round(brief_retraining(build(), data, settings, seed=seed), 4))
+                scores.append(round(_retrain(assignment, build(), data, settings, seed), 4))
                 seconds.append(round(time.time() - started, 1))
             rows.append({"architecture": name, "kind": kind, "seeds": list(seeds), "test_accuracy": scores,
                          "min": min(scores), "seconds": seconds,

@@ -134,8 +134,15 @@ def head_retraining(head, data, settings, seed=None):
     every layer trainable and standard initializers (:func:`coursekit.checks.fresh_model`), and its
     batch-norm statistics are recomputed on the grader's training features before it is evaluated.
     (The VGG16 base is the grader's own, frozen ImageNet base: only the head is retrained.)
+
+    The features are divided by one number, their standard deviation over the training features:
+    VGG16's middle blocks output values in the hundreds, on which a head without normalisation (the
+    keras.io way of writing it) learns little in a brief training, while a head that normalises its
+    input is unaffected. The check tells a head that can learn from one that cannot, not how it scales.
     """
     train, train_labels, test, test_labels = head_features(data, settings)
+    scale = float(np.std(train)) or 1.0
+    train, test = train / scale, test / scale
     seed = settings.retrain_seed if seed is None else seed
     return train_fresh_and_score(head, (train, train_labels), (test, test_labels), settings, seed)
 

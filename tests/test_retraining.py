@@ -112,3 +112,33 @@ def test_calibration_is_recorded_and_the_bars_sit_between_honest_and_non_learnin
         assert calibration["bar_set"] == lab.retrain_min_accuracy
         assert max(max(row["test_accuracy"]) for row in dead) + 0.2 < lab.retrain_min_accuracy
         assert lab.retrain_min_accuracy + 0.1 < min(row["min"] for row in honest)
+
+
+def _head(*stack, output_initializer="glorot_uniform"):
+    lab = course_config.LAB3
+    from coursekit.vgg16 import imagenet_features_model
+
+    shape = imagenet_features_model(lab.feature_layer, lab.feature_image_size).output_shape[1:]
+    return keras.Sequential([keras.Input(shape), layers.Flatten(), *stack,
+                             layers.Dense(10, activation="softmax", kernel_initializer=output_initializer)])
+
+
+@pytest.mark.parametrize("name, head, learns", [
+    ("the notebook's head (BN after Flatten)",
+     lambda: _head(layers.BatchNormalization(), layers.Dense(256, activation="relu"), layers.Dropout(0.5)), True),
+    ("the keras.io head, no normalisation", lambda: _head(layers.Dense(256, activation="relu"), layers.Dropout(0.5)),
+     True),
+    ("zero-initialised kernels", lambda: _head(layers.Dense(256, activation="relu", kernel_initializer="zeros"),
+                                              output_initializer="zeros"), False),
+])
+def test_lab3_head_retraining_does_not_depend_on_the_scale_of_vgg16_features(name, head, learns):
+    """VGG16's block-4 outputs run into the hundreds; a head that does not normalise them still learns."""
+    from coursekit.data import WeightsNotFoundError, load_fashion_mnist
+    from coursekit.vgg16 import head_retraining
+
+    settings = dataclasses.replace(course_config.LAB3, retrain_train_size=2000, retrain_test_size=1000)
+    try:
+        score = head_retraining(head(), load_fashion_mnist(), settings, seed=0)
+    except WeightsNotFoundError:
+        pytest.skip("no local copy of VGG16's ImageNet weights")
+    assert (score >= settings.retrain_min_accuracy) if learns else (score <= 0.2), (name, score)
