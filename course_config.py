@@ -229,9 +229,10 @@ class TransferLabSettings(LabSettings):
     model_timeout_s: int = 900
     saved_model_train_images: int = 2_000
 
-    # The submitted fine-tuned model on the 10,000 test images: from the reference runs, never below 0.92.
-    # No reference run yet (it needs a GPU; README.md), so this is the floor. Set it from the runs.
-    saved_model_min_accuracy: float = 0.92
+    # The submitted fine-tuned model on the 10,000 test images: just below the lowest reference seed
+    # (reference_solution/lab3_vgg16/results.json: seed 42 reached 0.9197 on the 2-core CPU, 1 Dec 2026;
+    # seeds 43 and 44 not run yet). The course's earlier floor of 0.92 was never measured.
+    saved_model_min_accuracy: float = 0.91
 
     # Brief retraining of the student's classifier head on the grader's own VGG16 features (the output of
     # `feature_layer` for 32×32 zero-padded images, computed once and kept in GRADER_CACHE_DIR, divided by
