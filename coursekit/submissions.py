@@ -735,8 +735,9 @@ LAB3_SUBMISSIONS = (
     DemoSubmission("demo_whole_base_unfrozen", "fine-tuning unfreezes the whole base", frozenset({"test_fine_tuning"}),
                    lambda nb: replace_function(nb, "unfreeze_top_layers", UNFREEZE_THE_WHOLE_BASE),
                    model_edit=unfreeze_whole_base),
-    DemoSubmission("demo_single_channel", "the input adapter keeps a single grey channel",
-                   frozenset({"test_architecture"}),
+    DemoSubmission("demo_single_channel", "the input adapter keeps a single grey channel (and the model file "
+                   "handed in is not one its build_transfer_model builds)",
+                   frozenset({"test_architecture", "test_saved_model"}),
                    lambda nb: replace_function(nb, "build_input_adapter", SINGLE_CHANNEL_ADAPTER)),
     DemoSubmission("demo_low_accuracy", "the saved model confuses two pairs of classes",
                    frozenset({"test_saved_model"}),
