@@ -17,6 +17,7 @@ import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
 from coursekit.nbgrader_preprocessors import (
     CleanSubmission, HiddenGraders, NoteLeftOutFiles, RestoreGradedCells, SanitizeSubmission,
+    grade_unreadable_notebooks_without_them,
 )
 from coursekit.submission_files import bound_nbgrader_copies
 
@@ -28,6 +29,10 @@ c.CourseDirectory.course_id = course_config.COURSE_ID
 # extra files within course_config's SUBMISSION_EXTRA_* limits, never a link (coursekit/submission_files.py); the
 # files left out are named at the top of the feedback (NoteLeftOutFiles, below).
 bound_nbgrader_copies()
+
+# A submitted notebook nbgrader cannot read (not UTF-8, not JSON, too large) is graded without it, as in class
+# grading: a note and the released cells stand in for it, the hidden graders grade the other files (the saved model).
+grade_unreadable_notebooks_without_them()
 
 # Re-execution at grading time: the notebooks skip full training when NBGRADER_EXECUTION is
 # set, but a cell may still take longer than nbgrader's default of 30 s. (Settings of Execute apply to

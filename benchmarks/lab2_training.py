@@ -145,7 +145,9 @@ def profile(args):
     x = x.astype("float32")
     out = MEASUREMENTS / args.out
     info = machine()
-    names = [name for name in PROFILE_VARIANTS if not args.only or any(part in name for part in args.only)]
+    # A variant's whole name selects it alone; any other text selects every variant whose name contains it.
+    names = [name for name in PROFILE_VARIANTS if not args.only or name in args.only
+             or any(part in name for part in args.only if part not in PROFILE_VARIANTS)]
     # Rounds over all variants, so a slow spell of a shared virtual machine does not fall on one variant.
     for round_ in range(args.repeat):
         for name in names:

@@ -43,6 +43,7 @@ from traitlets import Any, List, Unicode
 
 import course_config
 from coursekit.grading import grade_notebook
+from coursekit.notebooks import NotebookProblem, read_submission
 
 
 def gradebook_cells(resources):
@@ -66,6 +67,64 @@ def gradebook_cells(resources):
                 checksum=source.checksum, grade=source.name in graded, solution=source.name in solutions,
                 task=source.name in tasks, points=graded.get(source.name, tasks.get(source.name)))
     return cells
+
+
+def stand_in_notebook(resources, problem):
+    """What nbgrader grades in place of a submitted notebook it cannot read: a note, then the released cells.
+
+    The released nbgrader cells come from the gradebook, unchanged, so nbgrader scores every answer 0 and
+    asks for no manual grading (its rule for an answer left as released); the hidden graders still grade
+    the submitted files themselves (:class:`HiddenGraders`), so the checks that need no notebook, such as the
+    saved model, keep their points, as in ``coursekit grade`` and class grading.
+    """
+    note = ("**Your notebook could not be read, so it was graded without it.** " + problem + "\n\n"
+            "Only the checks that need no notebook (the saved model file) can give points; every answer "
+            "scores 0. What follows is the released notebook's graded cells, not your work.")
+    cells = [nbformat.v4.new_markdown_cell(note)]
+    for cell in gradebook_cells(resources).values():
+        new_cell = nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell
+        meta = {"grade": cell.grade, "solution": cell.solution, "locked": cell.locked, "grade_id": cell.name,
+                "schema_version": 3, "checksum": cell.checksum}
+        if cell.task:
+            meta["task"] = True
+        if cell.points is not None:
+            meta["points"] = cell.points
+        cells.append(new_cell(cell.source, metadata={"nbgrader": meta}))
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def grade_unreadable_notebooks_without_them(step=course_config.SUBMITTED_FOLDER):
+    """Make ``nbgrader autograde`` grade a submission whose notebook it cannot read; once per process.
+
+    nbgrader reads each submitted notebook with nbconvert (``NotebookExporter.from_filename``); a file that
+    is not UTF-8, not JSON, not a notebook or over ``course_config.SUBMISSION_MAX_MB`` makes it fail before
+    any preprocessor runs, record no grade and delete the student's autograded folder. For a notebook in a
+    ``STEP/STUDENT/ASSIGNMENT/`` folder that :func:`coursekit.notebooks.read_submission` refuses, nbgrader
+    gets :func:`stand_in_notebook` instead, which says why at the top of the feedback. Every other file is
+    read by nbgrader as before. ``nbgrader_config.py`` calls it.
+    """
+    from nbconvert.exporters.notebook import NotebookExporter
+
+    original = NotebookExporter.from_filename
+    if getattr(original, "stands_in_for_unreadable", False):
+        return
+
+    def from_filename(self, filename, resources=None, **kw):
+        path = Path(filename)
+        info = (resources or {}).get("nbgrader", {})
+        if path.parent.parent.parent.name != step or "db_url" not in info:
+            return original(self, filename, resources, **kw)
+        try:
+            read_submission(path)
+        except NotebookProblem as problem:
+            self.log.warning("Grading %s without its notebook: %s", info.get("student"), problem)
+            resources["metadata"] = {"name": path.stem, "path": str(path.parent), "modified_date": ""}
+            return self.from_notebook_node(stand_in_notebook(resources, str(problem)), resources, **kw)
+        return original(self, filename, resources, **kw)
+
+    from_filename.stands_in_for_unreadable = True
+    from_filename.__doc__ = original.__doc__
+    NotebookExporter.from_filename = from_filename
 
 
 def autograder_tests(resources):

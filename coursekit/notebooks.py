@@ -31,6 +31,9 @@ def read_submission(path, max_mb=None):
     path = Path(path)
     max_mb = max_mb or course_config.SUBMISSION_MAX_MB
     name = path.name
+    if path.is_symlink():  # never followed: it could point at any file the grader can read
+        raise NotebookProblem(f"The notebook {name} is a link to another file, not the notebook itself. "
+                              "Submit the .ipynb file that Jupyter saved (a copy, not a link).")
     if not path.is_file():
         raise NotebookProblem(f"The notebook {name} is missing from the submission.")
     size = path.stat().st_size

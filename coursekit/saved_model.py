@@ -122,12 +122,17 @@ def _is_subsequence(short, long):
     return all(kind in remaining for kind in short)
 
 
-def check_built_by(saved, build_models, build_function):
+def check_built_by(saved, build_models, build_function, build_error=""):
     """The saved model's structure is one ``build_function`` produces: its signature is the built
     model's, or that with parts left out (a build function may switch parts off with arguments).
 
     Whatever a lab requires of every network (e.g. two convolutions) its architecture rules check.
+    With no built model, ``build_error`` (why the student's ``build_function`` gave none: a notebook
+    that cannot be read, an exception) is the message.
     """
+    expect(build_models or not build_error,
+           f"The saved model {saved.name} must be a network that your {build_function} builds, and "
+           f"{build_function} gave no model to compare it with: {build_error}")
     signature = layer_signature(saved.architecture)
     built = [layer_signature(model) for model in build_models]
     expect(any(_is_subsequence(signature, other) for other in built),
@@ -168,10 +173,10 @@ def test_above_train_margin(saved):
     return max(course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX, 4 * variance ** 0.5)
 
 
-def check_saved_model(saved, settings, architecture_rules, build_models, build_function):
+def check_saved_model(saved, settings, architecture_rules, build_models, build_function, build_error=""):
     """Every requirement of the saved model, in the order a student should fix them."""
     shape = input_shape(saved.architecture)
     expect(shape == (28, 28), f"The saved model should take raw 28×28 images; its input shape is {shape}.")
     architecture_rules(saved.architecture, f"The saved model {saved.name}")
-    check_built_by(saved, build_models, build_function)
+    check_built_by(saved, build_models, build_function, build_error)
     check_honest_accuracy(saved, settings)

@@ -5,8 +5,8 @@ anything, a 1 GiB file, thousands of small ones, a folder tree, a link to a file
 grading machine. :func:`select_files` decides, from names, types and sizes alone (nothing is
 read), what goes on:
 
-- the lab's notebook and model file, at the top of the folder, always (their own limits,
-  ``SUBMISSION_MAX_MB`` and ``SUBMITTED_MODEL_MAX_MB``, are applied by the graders, which say so);
+- the lab's notebook and model file, at the top of the folder, while within their own limits
+  (``SUBMISSION_MAX_MB``, ``SUBMITTED_MODEL_MAX_MB``, which the graders apply too);
 - other plain files, in name order, while each is at most ``SUBMISSION_EXTRA_FILE_MAX_MB``, all
   of them together at most ``SUBMISSION_EXTRA_TOTAL_MAX_MB``, and at most
   ``SUBMISSION_EXTRA_MAX_FILES`` of them;
@@ -131,9 +131,10 @@ def select_files(folder, assignment, ignore=()):
     """
     try:
         lab = course_config.lab_settings(assignment)
-        main = {lab.notebook, lab.model_file}
+        main = {lab.notebook: ("the notebook", course_config.SUBMISSION_MAX_MB),
+                lab.model_file: ("the model file", course_config.SUBMITTED_MODEL_MAX_MB)}
     except KeyError:
-        main = set()
+        main = {}
     limit_file = course_config.SUBMISSION_EXTRA_FILE_MAX_MB * MB
     limit_total = course_config.SUBMISSION_EXTRA_TOTAL_MAX_MB * MB
     limit_count = course_config.SUBMISSION_EXTRA_MAX_FILES
@@ -147,6 +148,9 @@ def select_files(folder, assignment, ignore=()):
             left_out.append(LeftOut(path, 0, "it is a link, and links are not followed (hand in the file itself)"))
         elif not stat.S_ISREG(info.st_mode):
             left_out.append(LeftOut(path, 0, "it is not a plain file"))
+        elif path in main and info.st_size > main[path][1] * MB:
+            what, limit = main[path]
+            left_out.append(LeftOut(path, info.st_size, f"{what} may be at most {limit} MB, so it was not graded"))
         elif path in main:
             kept.append(path)
         elif info.st_size > limit_file:

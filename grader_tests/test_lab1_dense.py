@@ -297,4 +297,4 @@ def test_saved_model_is_honest_work_that_reaches_the_bar(submission_dir, fashion
     saved = evaluate_saved_model(submission_dir / LAB1.model_file, fashion_mnist, LAB1)
     built = [model_from_config(student[name].value["json"]) for name in ("build_dense_model", "build_custom")
              if student[name].ok]
-    check_saved_model(saved, LAB1, architecture_rules, built, "build_dense_model")
+    check_saved_model(saved, LAB1, architecture_rules, built, "build_dense_model", student["build_dense_model"].error)

@@ -278,4 +278,4 @@ def test_saved_model_is_honest_work_that_reaches_the_bar(submission_dir, fashion
     saved = evaluate_saved_model(submission_dir / LAB2.model_file, fashion_mnist, LAB2)
     built = [model_from_config(student[name].value["json"]) for name in ("build_cnn_model", "build_custom")
              if student[name].ok]
-    check_saved_model(saved, LAB2, architecture_rules, built, "build_cnn_model")
+    check_saved_model(saved, LAB2, architecture_rules, built, "build_cnn_model", student["build_cnn_model"].error)

@@ -288,4 +288,4 @@ def architecture_rules(model, subject="The model"):
 def test_saved_model_is_honest_work_that_reaches_the_bar(saved, student):
     transfer = student["build_transfer_model"]
     built = [model_from_config(transfer.value["json"])] if transfer.ok else []
-    check_saved_model(saved, LAB3, architecture_rules, built, "build_transfer_model")
+    check_saved_model(saved, LAB3, architecture_rules, built, "build_transfer_model", transfer.error)

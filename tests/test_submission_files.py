@@ -81,6 +81,19 @@ def test_huge_many_and_linked_files_are_left_out_with_notes(tmp_path):
     assert "hand in only the notebook and the model file" in notes
 
 
+def test_a_notebook_or_model_file_over_its_limit_is_left_out_with_the_limit_named(tmp_path):
+    folder = honest_folder(tmp_path / "submission")
+    sparse(folder / LAB.model_file, (course_config.SUBMITTED_MODEL_MAX_MB + 1) * MB)
+    selection = select_files(folder, LAB.assignment)
+    assert LAB.model_file not in selection.kept and LAB.notebook in selection.kept
+    assert f"the model file may be at most {course_config.SUBMITTED_MODEL_MAX_MB} MB" in " ".join(selection.notes())
+    sparse(folder / LAB.notebook, (course_config.SUBMISSION_MAX_MB + 1) * MB)
+    sparse(folder / LAB.model_file, course_config.SUBMITTED_MODEL_MAX_MB * MB)  # at the limit: kept
+    selection = select_files(folder, LAB.assignment)
+    assert LAB.notebook not in selection.kept and LAB.model_file in selection.kept
+    assert f"the notebook may be at most {course_config.SUBMISSION_MAX_MB} MB" in " ".join(selection.notes())
+
+
 def test_files_that_fit_alone_but_not_together_are_cut_at_the_total(tmp_path):
     folder = honest_folder(tmp_path / "submission")
     each = (course_config.SUBMISSION_EXTRA_FILE_MAX_MB - 1) * MB

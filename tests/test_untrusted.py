@@ -596,11 +596,23 @@ def test_class_gets_the_hidden_graders_points_whatever_the_metadata(autograded_c
         assert marker not in html
 
 
-def test_unreadable_notebook_is_reported_and_does_not_stop_the_class(autograded_class):
-    assert lab1_class.UNREADABLE in autograded_class.failure
+def test_unreadable_notebook_is_graded_without_it_and_does_not_stop_the_class(autograded_class):
+    """A notebook nbgrader cannot read (not UTF-8) beside the reference's model file, through the real hidden
+    graders in `nbgrader autograde` of the whole class: recorded, every check 0 (the saved model must be a network
+    the notebook's build function builds, so it cannot pass either), the reason in the feedback; the same
+    as `coursekit grade` on the same files."""
+    student = lab1_class.UNREADABLE
+    assert student not in autograded_class.failure  # recorded, not a failure of nbgrader
     rows = autograded_class.rows()
     assert {"t_metadata", "t_roles"} <= set(rows)  # graded in the same `nbgrader autograde`
-    assert sum(score or 0 for score, _ in rows.get(lab1_class.UNREADABLE, {"scores": {}})["scores"].values()) == 0
+    scores, reasons = rows[student]["scores"], rows[student]["reasons"]
+    assert scores and all(score == 0 for score, _ in scores.values())
+    assert "is not UTF-8" in reasons["test_softmax"]
+    assert "gave no model to compare it with: The notebook" in reasons["test_saved_model"]
+    assert "could not be read" in autograded_class.feedback(student)
+    submitted = autograded_class.root / "submitted" / student / LAB.assignment / LAB.notebook
+    report = grade_notebook(submitted, LAB.assignment, course=autograded_class.root)
+    assert set(report.checks) == set(scores) and not any(check.passed for check in report.checks.values())
 
 
 @needs_namespaces
