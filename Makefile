@@ -57,9 +57,11 @@ browser:
 		{ $(SUDO) apt-get update -qq >/dev/null && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || true; \
 	fi
 
-# The linter, clean on the whole tree (configuration in pyproject.toml, [tool.ruff]).
+# The linter and the formatter's check, clean on the whole tree (configuration in pyproject.toml, [tool.ruff]);
+# `ruff format .` fixes what the second one finds.
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: lint data kernel browser
 	$(PY) -m pytest

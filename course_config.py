@@ -17,14 +17,14 @@ from pathlib import Path
 # A course folder's layout: nbgrader's default folder names (its CourseDirectory) and the kit's files beside
 # them. coursekit.course_layout.CourseLayout(root) gives the paths in any course folder; the *_DIR paths
 # below are those of the kit's own folder.
-SOURCE_FOLDER = "source"            # instructor's notebooks, with solutions
-RELEASE_FOLDER = "release"          # what students get (nbgrader generate_assignment)
-SUBMITTED_FOLDER = "submitted"      # nbgrader's collected submissions: submitted/STUDENT/ASSIGNMENT/
+SOURCE_FOLDER = "source"  # instructor's notebooks, with solutions
+RELEASE_FOLDER = "release"  # what students get (nbgrader generate_assignment)
+SUBMITTED_FOLDER = "submitted"  # nbgrader's collected submissions: submitted/STUDENT/ASSIGNMENT/
 AUTOGRADED_FOLDER = "autograded"
 FEEDBACK_FOLDER = "feedback"
 GRADEBOOK_FILE = "gradebook.db"
 GRADES_CSV_FILE = "grades.csv"
-REPORTS_FOLDER = "reports"          # the class report per assignment (coursekit.class_report)
+REPORTS_FOLDER = "reports"  # the class report per assignment (coursekit.class_report)
 
 ROOT = Path(__file__).resolve().parent
 SOURCE_DIR = ROOT / SOURCE_FOLDER
@@ -33,8 +33,8 @@ SUBMITTED_DIR = ROOT / SUBMITTED_FOLDER
 AUTOGRADED_DIR = ROOT / AUTOGRADED_FOLDER
 FEEDBACK_DIR = ROOT / FEEDBACK_FOLDER
 GRADEBOOK = ROOT / GRADEBOOK_FILE
-REFERENCE_DIR = ROOT / "reference_solution"    # executed reference notebooks, models, results.json
-GRADER_TESTS_DIR = ROOT / "grader_tests"        # hidden graders: never released
+REFERENCE_DIR = ROOT / "reference_solution"  # executed reference notebooks, models, results.json
+GRADER_TESTS_DIR = ROOT / "grader_tests"  # hidden graders: never released
 GRADES_CSV = ROOT / GRADES_CSV_FILE
 
 # Where the four original Fashion-MNIST .gz files may be found when there is no internet
@@ -53,32 +53,32 @@ VGG16_WEIGHTS_SHA256 = "a2f51117308129c3de9a523c91d35160eb75a6a9e5db1e2afb4f48e4
 COURSE_ID = "dl-fashion-mnist"
 
 # --- Grading limits (per submission) -----------------------------------------------
-SANDBOX_TIMEOUT_S = 120         # the child process that runs a student's functions, in all
-SANDBOX_CALL_TIMEOUT_S = 30     # one call of one student function
-SANDBOX_MEMORY_MB = 8192        # address-space limit of that child (TensorFlow reserves much virtual memory)
-GRADER_TIMEOUT_S = 300          # one run of the hidden graders on one notebook
-NOTEBOOK_CELL_TIMEOUT_S = 120   # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
-FEEDBACK_MESSAGE_CHARS = 600    # longest message a failed check shows the student
-FIGURE_MIN_PIXELS = 100         # a figure in a notebook's outputs counts when its PNG is at least this wide and high
+SANDBOX_TIMEOUT_S = 120  # the child process that runs a student's functions, in all
+SANDBOX_CALL_TIMEOUT_S = 30  # one call of one student function
+SANDBOX_MEMORY_MB = 8192  # address-space limit of that child (TensorFlow reserves much virtual memory)
+GRADER_TIMEOUT_S = 300  # one run of the hidden graders on one notebook
+NOTEBOOK_CELL_TIMEOUT_S = 120  # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
+FEEDBACK_MESSAGE_CHARS = 600  # longest message a failed check shows the student
+FIGURE_MIN_PIXELS = 100  # a figure in a notebook's outputs counts when its PNG is at least this wide and high
 
 # --- Untrusted submissions: sandbox isolation and input limits (docs/threat_model.md) ----------
 # Student functions run in a child process (coursekit.sandbox) with the limits above and these.
-SANDBOX_USER = "nobody"             # when the grader runs as root, the child runs as this user ("" = stay root)
-SANDBOX_MAX_PROCESSES = 512         # RLIMIT_NPROC for that user: processes and threads (TensorFlow starts dozens)
-SANDBOX_MAX_OUTPUT_MB = 100         # largest file the child may write (RLIMIT_FSIZE), and most results read back
-SANDBOX_ISOLATE_NETWORK = True      # new network and PID namespaces (`unshare`): no network, no stray processes
-SANDBOX_REQUIRE_ISOLATION = False   # True: refuse to grade where a protection above is unavailable (else a warning)
-SUBMISSION_MAX_MB = 50              # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
-SUBMITTED_MODEL_MAX_MB = 200        # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
+SANDBOX_USER = "nobody"  # when the grader runs as root, the child runs as this user ("" = stay root)
+SANDBOX_MAX_PROCESSES = 512  # RLIMIT_NPROC for that user: processes and threads (TensorFlow starts dozens)
+SANDBOX_MAX_OUTPUT_MB = 100  # largest file the child may write (RLIMIT_FSIZE), and most results read back
+SANDBOX_ISOLATE_NETWORK = True  # new network and PID namespaces (`unshare`): no network, no stray processes
+SANDBOX_REQUIRE_ISOLATION = False  # True: refuse to grade where a protection above is unavailable (else a warning)
+SUBMISSION_MAX_MB = 50  # largest notebook file the graders read (the Lab 1 reference is 0.5 MB)
+SUBMITTED_MODEL_MAX_MB = 200  # largest saved model, unpacked (the Lab 1 reference model is 18 MB)
 # Longest output (text, HTML, an image's base64) kept in autograded/ and feedback/; cut with a note.
 NOTEBOOK_OUTPUT_MAX_CHARS = 200_000
-NOTEBOOK_KERNEL_MEMORY_MB = 8192    # address space of the kernel that re-runs a notebook (coursekit.kernel_sandbox)
+NOTEBOOK_KERNEL_MEMORY_MB = 8192  # address space of the kernel that re-runs a notebook (coursekit.kernel_sandbox)
 # Files of a submission folder besides the notebook and the model file (coursekit.submission_files): what is
 # graded, copied into autograded/ and feedback/ and sent to class-grading workers. The rest is left out with a
 # note in the feedback. Links are never followed. The labs need no extra file (timestamp.txt is 32 bytes).
-SUBMISSION_EXTRA_FILE_MAX_MB = 10   # largest extra file
+SUBMISSION_EXTRA_FILE_MAX_MB = 10  # largest extra file
 SUBMISSION_EXTRA_TOTAL_MAX_MB = 20  # all extra files together
-SUBMISSION_EXTRA_MAX_FILES = 50     # number of extra files
+SUBMISSION_EXTRA_MAX_FILES = 50  # number of extra files
 
 # The submitted model must be the student's own honest work (coursekit.checks.check_saved_model). Its
 # accuracy on training images the grader draws is compared with its test accuracy: a model trained on
@@ -97,9 +97,9 @@ SAVED_MODEL_LEVEL_FLAG = 0.005
 GRADER_CACHE_DIR = Path(os.environ.get("COURSEKIT_GRADER_CACHE", ROOT / ".grader_cache"))
 
 # --- Class grading (`python -m coursekit grade-class`, coursekit.classgrading) -------------
-CLASS_GRADING_WORKERS = 2                 # parallel gradings on one machine: one per CPU core (README.md)
+CLASS_GRADING_WORKERS = 2  # parallel gradings on one machine: one per CPU core (README.md)
 CLASS_GRADING_SUBMISSION_TIMEOUT_S = 600  # one submission in all: the hidden graders, then nbgrader's quick-mode re-run
-CLASS_GRADING_RESULTS = ".class_grading"   # folder in the course root: one result file per submission, for resuming
+CLASS_GRADING_RESULTS = ".class_grading"  # folder in the course root: one result file per submission, for resuming
 
 
 @dataclass(frozen=True)
@@ -265,6 +265,7 @@ def lab_settings(assignment):
     known = ", ".join(lab.assignment for lab in LABS)
     raise KeyError(f"No lab called {assignment!r} in course_config.LABS; known labs: {known}.")
 
+
 def time_limits(assignment):
     """(hidden graders' seconds, whole submission's seconds) for ``assignment``.
 
@@ -275,6 +276,7 @@ def time_limits(assignment):
         if lab.assignment == assignment:
             return lab.grader_timeout_s, lab.submission_timeout_s
     return GRADER_TIMEOUT_S, CLASS_GRADING_SUBMISSION_TIMEOUT_S
+
 
 # Seeds of the full reference runs (`make reference`).
 REFERENCE_SEEDS = (42, 43, 44)

@@ -9,14 +9,28 @@ and sanitizing restores the released cells' roles (RestoreGradedCells).
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
-    AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, ClearMarkScheme, ClearOutput, DeduplicateIds,
-    GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec, SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    DeduplicateIds,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
 )
 
 import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
 from coursekit.nbgrader_preprocessors import (
-    CleanSubmission, HiddenGraders, NoteLeftOutFiles, RestoreGradedCells, SanitizeSubmission,
+    CleanSubmission,
+    HiddenGraders,
+    NoteLeftOutFiles,
+    RestoreGradedCells,
+    SanitizeSubmission,
     grade_unreadable_notebooks_without_them,
 )
 from coursekit.submission_files import bound_nbgrader_copies
@@ -71,6 +85,11 @@ c.Autograde.autograde_preprocessors = [
 
 # Feedback shows points and messages, never the hidden tests or the mark schemes, and no active content
 # from the submission (no script, event handler or javascript output: SanitizeSubmission, first).
-c.GenerateFeedback.preprocessors = [SanitizeSubmission, GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests,
-                                    ClearMarkScheme]
+c.GenerateFeedback.preprocessors = [
+    SanitizeSubmission,
+    GetGrades,
+    CSSHTMLHeaderPreprocessor,
+    ClearHiddenTests,
+    ClearMarkScheme,
+]
 c.HTMLExporter.sanitize_html = True

@@ -54,11 +54,16 @@ def augmentation(kind):
     if kind == "none":
         return []
     if kind == "layers":
-        return [layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-                layers.RandomZoom(0.1, fill_mode="constant"), layers.RandomContrast(0.1)]
+        return [
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+            layers.RandomZoom(0.1, fill_mode="constant"),
+            layers.RandomContrast(0.1),
+        ]
     if kind == "cheap":
-        return [layers.RandomFlip("horizontal"),
-                layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest")]
+        return [
+            layers.RandomFlip("horizontal"),
+            layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest"),
+        ]
     if kind == "padcrop":
         return [layers.ZeroPadding2D(2), layers.RandomCrop(28, 28), layers.RandomFlip("horizontal")]
     if kind == "flip":
@@ -66,8 +71,16 @@ def augmentation(kind):
     raise ValueError(kind)
 
 
-def build(filters=(32, 64), convs_per_block=2, dense_units=256, dropout=0.25, dense_dropout=0.5,
-          augment="layers", momentum=0.9, head="flatten"):
+def build(
+    filters=(32, 64),
+    convs_per_block=2,
+    dense_units=256,
+    dropout=0.25,
+    dense_dropout=0.5,
+    augment="layers",
+    momentum=0.9,
+    head="flatten",
+):
     """The notebook's network, with the knobs the search turns."""
     inputs = keras.Input(shape=(28, 28))
     x = layers.Reshape((28, 28, 1))(inputs)
@@ -91,16 +104,34 @@ def build(filters=(32, 64), convs_per_block=2, dense_units=256, dropout=0.25, de
     return keras.Model(inputs, outputs)
 
 
-def compile_model(model, epochs, steps, learning_rate=2e-3, label_smoothing=0.0, jit_compile="auto",
-                  weight_decay=1e-4, warmup_epochs=0):
+def compile_model(
+    model,
+    epochs,
+    steps,
+    learning_rate=2e-3,
+    label_smoothing=0.0,
+    jit_compile="auto",
+    weight_decay=1e-4,
+    warmup_epochs=0,
+):
     warmup = warmup_epochs * steps
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else learning_rate, decay_steps=max(1, epochs * steps - warmup),
-        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
-            else keras.losses.SparseCategoricalCrossentropy())
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay), loss=loss,
-                  metrics=["accuracy"], jit_compile=jit_compile)
+        0.0 if warmup else learning_rate,
+        decay_steps=max(1, epochs * steps - warmup),
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        if label_smoothing
+        else keras.losses.SparseCategoricalCrossentropy()
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -110,9 +141,14 @@ def machine():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    return {"cpu": cpu, "cores": os.cpu_count(), "backend": keras.backend.backend(),
-            "keras": keras.__version__, "load_before": os.getloadavg()[0],
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "load_before": os.getloadavg()[0],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def append(path, record):
@@ -132,11 +168,14 @@ PROFILE_VARIANTS = {
     "no augmentation, batch 128, jit_compile": dict(model={"augment": "none"}, batch=128, jit=True),
     "no augmentation, batch 256": dict(model={"augment": "none"}, batch=256),
     "3 blocks (32, 64, 128), 2-pixel shifts + flip, batch 128": dict(
-        model={"augment": "cheap", "filters": (32, 64, 128)}, batch=128),
+        model={"augment": "cheap", "filters": (32, 64, 128)}, batch=128
+    ),
     "3 blocks (32, 64, 128), GAP head, 2-pixel shifts + flip, batch 128": dict(
-        model={"augment": "cheap", "filters": (32, 64, 128), "head": "gap"}, batch=128),
-    "2 blocks (64, 128), 2-pixel shifts + flip, batch 128": dict(model={"augment": "cheap", "filters": (64, 128)},
-                                                          batch=128),
+        model={"augment": "cheap", "filters": (32, 64, 128), "head": "gap"}, batch=128
+    ),
+    "2 blocks (64, 128), 2-pixel shifts + flip, batch 128": dict(
+        model={"augment": "cheap", "filters": (64, 128)}, batch=128
+    ),
 }
 
 
@@ -146,33 +185,43 @@ def profile(args):
     out = MEASUREMENTS / args.out
     info = machine()
     # A variant's whole name selects it alone; any other text selects every variant whose name contains it.
-    names = [name for name in PROFILE_VARIANTS if not args.only or name in args.only
-             or any(part in name for part in args.only if part not in PROFILE_VARIANTS)]
+    names = [
+        name
+        for name in PROFILE_VARIANTS
+        if not args.only or name in args.only or any(part in name for part in args.only if part not in PROFILE_VARIANTS)
+    ]
     # Rounds over all variants, so a slow spell of a shared virtual machine does not fall on one variant.
     for round_ in range(args.repeat):
         for name in names:
-          variant = PROFILE_VARIANTS[name]
-          keras.utils.set_random_seed(0)
-          model = build(**variant["model"])
-          batch = variant["batch"]
-          compile_model(model, 1, 100, jit_compile=variant.get("jit", "auto"))
-          warm, timed = 5, args.steps
-          n = batch * (warm + timed)
-          start = time.perf_counter()
-          model.fit(x[:batch * warm], y[:batch * warm], batch_size=batch, epochs=1, verbose=0)
-          warm_seconds = time.perf_counter() - start
-          start = time.perf_counter()
-          model.fit(x[batch * warm:n], y[batch * warm:n], batch_size=batch, epochs=1, verbose=0)
-          seconds = time.perf_counter() - start
-          per_step = seconds / timed
-          record = {"variant": name, "batch_size": batch, "params": model.count_params(),
-                    "seconds_per_step": round(per_step, 4),
-                    "images_per_second": round(batch / per_step, 1),
-                    "seconds_per_epoch_54k": round(per_step * TRAIN_IMAGES / batch, 1),
-                    "first_steps_seconds": round(warm_seconds, 1), "timed_steps": timed, "round": round_ + 1, **info,
-                    "load_after": os.getloadavg()[0]}
-          print(json.dumps(record), flush=True)
-          append(out, record)
+            variant = PROFILE_VARIANTS[name]
+            keras.utils.set_random_seed(0)
+            model = build(**variant["model"])
+            batch = variant["batch"]
+            compile_model(model, 1, 100, jit_compile=variant.get("jit", "auto"))
+            warm, timed = 5, args.steps
+            n = batch * (warm + timed)
+            start = time.perf_counter()
+            model.fit(x[: batch * warm], y[: batch * warm], batch_size=batch, epochs=1, verbose=0)
+            warm_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            model.fit(x[batch * warm : n], y[batch * warm : n], batch_size=batch, epochs=1, verbose=0)
+            seconds = time.perf_counter() - start
+            per_step = seconds / timed
+            record = {
+                "variant": name,
+                "batch_size": batch,
+                "params": model.count_params(),
+                "seconds_per_step": round(per_step, 4),
+                "images_per_second": round(batch / per_step, 1),
+                "seconds_per_epoch_54k": round(per_step * TRAIN_IMAGES / batch, 1),
+                "first_steps_seconds": round(warm_seconds, 1),
+                "timed_steps": timed,
+                "round": round_ + 1,
+                **info,
+                "load_after": os.getloadavg()[0],
+            }
+            print(json.dumps(record), flush=True)
+            append(out, record)
 
 
 # search ---------------------------------------------------------------------------------------
@@ -184,8 +233,10 @@ SEARCH_VARIANTS = {
     "three-cheap-ls-15": ({"augment": "cheap", "filters": (32, 64, 128)}, {"epochs": 15, "label_smoothing": 0.1}),
     "ref-layers-20": ({}, {"epochs": 20}),
     "ref-cheap-20": ({"augment": "cheap"}, {"epochs": 20}),
-    "ref-cheap-ls-20-b256": ({"augment": "cheap"}, {"epochs": 20, "label_smoothing": 0.1, "batch_size": 256,
-                                                     "learning_rate": 3e-3}),
+    "ref-cheap-ls-20-b256": (
+        {"augment": "cheap"},
+        {"epochs": 20, "label_smoothing": 0.1, "batch_size": 256, "learning_rate": 3e-3},
+    ),
 }
 
 
@@ -201,17 +252,24 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.offset += time.perf_counter() - self.start
-        append(self.path, {"variant": self.name, "epoch": epoch + 1, "seconds": round(self.offset, 1),
-                           "val_accuracy": round(float(logs["val_accuracy"]), 4),
-                           "accuracy": round(float(logs["accuracy"]), 4), "load": os.getloadavg()[0]})
+        append(
+            self.path,
+            {
+                "variant": self.name,
+                "epoch": epoch + 1,
+                "seconds": round(self.offset, 1),
+                "val_accuracy": round(float(logs["val_accuracy"]), 4),
+                "accuracy": round(float(logs["accuracy"]), 4),
+                "load": os.getloadavg()[0],
+            },
+        )
 
 
 def validation_split(seed=42, size=6000):
     from sklearn.model_selection import train_test_split
 
     (x, y), _ = load_fashion_mnist()
-    x_fit, x_val, y_fit, y_val = train_test_split(x.astype("float32"), y, test_size=size, stratify=y,
-                                                  random_state=seed)
+    x_fit, x_val, y_fit, y_val = train_test_split(x.astype("float32"), y, test_size=size, stratify=y, random_state=seed)
     return x_fit, y_fit, x_val, y_val
 
 
@@ -232,22 +290,35 @@ def search(args):
         model = build(**model_kwargs)
         steps = int(np.ceil(len(x_fit) / batch))
         smoothing = train.get("label_smoothing", 0.0)
-        compile_model(model, epochs, steps, learning_rate=train.get("learning_rate", 2e-3),
-                      label_smoothing=smoothing)
-        targets = (keras.utils.to_categorical(y_fit, 10), keras.utils.to_categorical(y_val, 10)) if smoothing \
+        compile_model(model, epochs, steps, learning_rate=train.get("learning_rate", 2e-3), label_smoothing=smoothing)
+        targets = (
+            (keras.utils.to_categorical(y_fit, 10), keras.utils.to_categorical(y_val, 10))
+            if smoothing
             else (y_fit, y_val)
+        )
         backup = ROOT / ".lab2_search_backup" / name
         start = time.perf_counter()
-        history = model.fit(x_fit, targets[0], validation_data=(x_val, targets[1]), epochs=epochs,
-                            batch_size=batch, verbose=0,
-                            callbacks=[keras.callbacks.BackupAndRestore(str(backup)), EpochLog(curves, name)])
-        record = {"variant": name, "model": {k: list(v) if isinstance(v, tuple) else v
-                                             for k, v in model_kwargs.items()},
-                  "training": train, "seed": args.seed, "params": model.count_params(),
-                  "epochs_run": len(history.history["val_accuracy"]),
-                  "best_val_accuracy": round(max(history.history["val_accuracy"]), 4),
-                  "final_val_accuracy": round(history.history["val_accuracy"][-1], 4),
-                  "seconds_this_process": round(time.perf_counter() - start, 1), **machine()}
+        history = model.fit(
+            x_fit,
+            targets[0],
+            validation_data=(x_val, targets[1]),
+            epochs=epochs,
+            batch_size=batch,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(str(backup)), EpochLog(curves, name)],
+        )
+        record = {
+            "variant": name,
+            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()},
+            "training": train,
+            "seed": args.seed,
+            "params": model.count_params(),
+            "epochs_run": len(history.history["val_accuracy"]),
+            "best_val_accuracy": round(max(history.history["val_accuracy"]), 4),
+            "final_val_accuracy": round(history.history["val_accuracy"][-1], 4),
+            "seconds_this_process": round(time.perf_counter() - start, 1),
+            **machine(),
+        }
         print(json.dumps(record), flush=True)
         append(out, record)
 

@@ -52,8 +52,7 @@ BLOCKS = ("block1", "block2", "block3", "block4", "block5")
 
 
 def vgg16(size):
-    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()),
-                                    input_shape=(size, size, 3))
+    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()), input_shape=(size, size, 3))
 
 
 def frozen_part(size, cut):
@@ -88,16 +87,24 @@ def cache(args):
     def write(partial):
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(x), *model.output_shape[1:]))
         for first in range(0, len(x), args.chunk):
-            chunk = preprocessed(x[first:first + args.chunk], args.size, args.method)
-            out[first:first + len(chunk)] = model.predict(chunk, batch_size=256, verbose=0).astype(np.float16)
+            chunk = preprocessed(x[first : first + args.chunk], args.size, args.method)
+            out[first : first + len(chunk)] = model.predict(chunk, batch_size=256, verbose=0).astype(np.float16)
         out.flush()
 
     start = time.perf_counter()
     write_atomically(path, write, suffix=".npy")
     seconds = time.perf_counter() - start
-    record = {"command": "cache", "size": args.size, "cut": args.cut, "method": args.method, "images": len(x),
-              "feature_shape": list(model.output_shape[1:]), "seconds": round(seconds, 1),
-              "images_per_second": round(len(x) / seconds, 1), **machine()}
+    record = {
+        "command": "cache",
+        "size": args.size,
+        "cut": args.cut,
+        "method": args.method,
+        "images": len(x),
+        "feature_shape": list(model.output_shape[1:]),
+        "seconds": round(seconds, 1),
+        "images_per_second": round(len(x) / seconds, 1),
+        **machine(),
+    }
     print(json.dumps(record), flush=True)
     append(MEASUREMENTS / args.out, record)
 
@@ -111,18 +118,31 @@ def cached_split(args):
     _, labels = training_images(args.limit)
     from sklearn.model_selection import train_test_split
 
-    fit, val = train_test_split(np.arange(len(labels)), test_size=args.val_size if not args.limit else 0.1,
-                                stratify=labels, random_state=args.seed)
+    fit, val = train_test_split(
+        np.arange(len(labels)),
+        test_size=args.val_size if not args.limit else 0.1,
+        stratify=labels,
+        random_state=args.seed,
+    )
     fit, val = np.sort(fit), np.sort(val)  # in file order: memory-mapped reads stay sequential
-    return (np.asarray(features[fit], dtype=np.float32), labels[fit],
-            np.asarray(features[val], dtype=np.float32), labels[val])
+    return (
+        np.asarray(features[fit], dtype=np.float32),
+        labels[fit],
+        np.asarray(features[val], dtype=np.float32),
+        labels[val],
+    )
 
 
 def head_layers(units, dropout, batch_norm=True):
     """Flatten, (BatchNormalization: VGG16's middle-block outputs run into the hundreds), Dense, Dropout, Dense 10."""
     normalise = [layers.BatchNormalization()] if batch_norm else []
-    return [layers.Flatten(), *normalise, layers.Dense(units, activation="relu"), layers.Dropout(dropout),
-            layers.Dense(10, activation="softmax")]
+    return [
+        layers.Flatten(),
+        *normalise,
+        layers.Dense(units, activation="relu"),
+        layers.Dropout(dropout),
+        layers.Dense(10, activation="softmax"),
+    ]
 
 
 def stack(input_shape, stages):
@@ -143,27 +163,51 @@ def fit(model, data, args, epochs, learning_rate, name, offset=0.0):
     if not epochs:
         return [], offset
     x_fit, y_fit, x_val, y_val = data
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     log = EpochLog(curves_file(args), name, offset)
-    history = model.fit(x_fit, y_fit, validation_data=(x_val, y_val), epochs=epochs, batch_size=args.batch_size,
-                        verbose=2, callbacks=[log])
+    history = model.fit(
+        x_fit,
+        y_fit,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=args.batch_size,
+        verbose=2,
+        callbacks=[log],
+    )
     return history.history["val_accuracy"], log.offset
 
 
 def head(args):
     keras.utils.set_random_seed(args.seed)
     data = cached_split(args)
-    name = (f"head {args.method}{args.size} {args.cut} units {args.units} lr {args.lr:g}"
-            f"{' no BN' if args.no_batch_norm else ''}")
+    name = (
+        f"head {args.method}{args.size} {args.cut} units {args.units} lr {args.lr:g}"
+        f"{' no BN' if args.no_batch_norm else ''}"
+    )
     model = stack(data[0].shape[1:], head_layers(args.units, args.dropout, not args.no_batch_norm))
     curve, seconds = fit(model, data, args, args.epochs, args.lr, name)
-    record = {"command": "head", "variant": name, "size": args.size, "cut": args.cut, "method": args.method,
-              "units": args.units, "dropout": args.dropout, "batch_norm": not args.no_batch_norm,
-              "learning_rate": args.lr, "epochs": args.epochs,
-              "seed": args.seed, "fit_images": len(data[1]), "val_images": len(data[3]),
-              "best_val_accuracy": round(max(curve), 4), "final_val_accuracy": round(curve[-1], 4),
-              "train_seconds": round(seconds, 1), "params": model.count_params(), **machine()}
+    record = {
+        "command": "head",
+        "variant": name,
+        "size": args.size,
+        "cut": args.cut,
+        "method": args.method,
+        "units": args.units,
+        "dropout": args.dropout,
+        "batch_norm": not args.no_batch_norm,
+        "learning_rate": args.lr,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "fit_images": len(data[1]),
+        "val_images": len(data[3]),
+        "best_val_accuracy": round(max(curve), 4),
+        "final_val_accuracy": round(curve[-1], 4),
+        "train_seconds": round(seconds, 1),
+        "params": model.count_params(),
+        **machine(),
+    }
     print(json.dumps(record), flush=True)
     append(MEASUREMENTS / args.out, record)
 
@@ -171,8 +215,10 @@ def head(args):
 def finetune(args):
     keras.utils.set_random_seed(args.seed)
     data = cached_split(args)
-    name = (f"finetune {args.method}{args.size} {args.cut} -> {args.tune} units {args.units} "
-            f"lr {args.head_lr:g}/{args.lr:g}{' head BN frozen' if args.freeze_head_bn else ''}")
+    name = (
+        f"finetune {args.method}{args.size} {args.cut} -> {args.tune} units {args.units} "
+        f"lr {args.head_lr:g}/{args.lr:g}{' head BN frozen' if args.freeze_head_bn else ''}"
+    )
     tuned = blocks_after(args.size, args.cut, args.tune)
     top = head_layers(args.units, args.dropout, not args.no_batch_norm)
     model = stack(data[0].shape[1:], [*tuned, *top])
@@ -186,15 +232,32 @@ def finetune(args):
             if isinstance(layer, layers.BatchNormalization):
                 layer.trainable = False
     tune_curve, seconds = fit(model, data, args, args.epochs, args.lr, name, offset=seconds)
-    record = {"command": "finetune", "variant": name, "size": args.size, "cut": args.cut, "tune": args.tune,
-              "method": args.method, "units": args.units, "dropout": args.dropout, "batch_norm": not args.no_batch_norm,
-              "head_bn_frozen_in_fine_tuning": args.freeze_head_bn, "head_epochs": args.head_epochs,
-              "head_learning_rate": args.head_lr, "epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed,
-              "fit_images": len(data[1]), "val_images": len(data[3]),
-              "head_val_accuracy": round(max(head_curve), 4) if head_curve else None,
-              "best_val_accuracy": round(max(tune_curve), 4), "final_val_accuracy": round(tune_curve[-1], 4),
-              "train_seconds": round(seconds, 1), "params": model.count_params(),
-              "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)), **machine()}
+    record = {
+        "command": "finetune",
+        "variant": name,
+        "size": args.size,
+        "cut": args.cut,
+        "tune": args.tune,
+        "method": args.method,
+        "units": args.units,
+        "dropout": args.dropout,
+        "batch_norm": not args.no_batch_norm,
+        "head_bn_frozen_in_fine_tuning": args.freeze_head_bn,
+        "head_epochs": args.head_epochs,
+        "head_learning_rate": args.head_lr,
+        "epochs": args.epochs,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "fit_images": len(data[1]),
+        "val_images": len(data[3]),
+        "head_val_accuracy": round(max(head_curve), 4) if head_curve else None,
+        "best_val_accuracy": round(max(tune_curve), 4),
+        "final_val_accuracy": round(tune_curve[-1], 4),
+        "train_seconds": round(seconds, 1),
+        "params": model.count_params(),
+        "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        **machine(),
+    }
     print(json.dumps(record), flush=True)
     append(MEASUREMENTS / args.out, record)
 
@@ -221,8 +284,11 @@ def main(argv=None):
         p.add_argument("--head-epochs", type=int, default=3)
         p.add_argument("--head-lr", type=float, default=1e-3)
         p.add_argument("--no-batch-norm", action="store_true", help="no BatchNormalization at the head's input")
-        p.add_argument("--freeze-head-bn", action="store_true",
-                       help="fine-tuning: keep the head's BatchNormalization frozen (inference mode)")
+        p.add_argument(
+            "--freeze-head-bn",
+            action="store_true",
+            help="fine-tuning: keep the head's BatchNormalization frozen (inference mode)",
+        )
     args = parser.parse_args(argv)
     {"cache": cache, "head": head, "finetune": finetune}[args.command](args)
 

@@ -112,9 +112,11 @@ def _lab1_architectures():
         "narrow 128-64-32": lambda: sequential((128, 64, 32), rate=0.1),
         "deep: 5 x (Dense 256, BN, ReLU, dropout)": deep_bn,
     }
-    non_learning = {"zero-initialised kernels (ReLU)": zero_kernels,
-                    "dead ReLUs (bias -100)": dead_relu_bias,
-                    "zero-initialised kernels (tanh)": zero_tanh}
+    non_learning = {
+        "zero-initialised kernels (ReLU)": zero_kernels,
+        "dead ReLUs (bias -100)": dead_relu_bias,
+        "zero-initialised kernels (tanh)": zero_tanh,
+    }
     return honest, non_learning
 
 
@@ -125,8 +127,13 @@ def _lab2_architectures():
     def stem(inputs, augment=False):
         x = layers.Rescaling(1 / 255)(layers.Reshape((28, 28, 1))(inputs))
         if augment:
-            x = keras.Sequential([layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-                                  layers.RandomZoom(0.1, fill_mode="constant"), layers.RandomContrast(0.1)])(x)
+            x = keras.Sequential(
+                [
+                    layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+                    layers.RandomZoom(0.1, fill_mode="constant"),
+                    layers.RandomContrast(0.1),
+                ]
+            )(x)
         return x
 
     def reference(momentum=0.9, filters=(32, 64)):  # the source notebook's build_cnn_model
@@ -165,12 +172,21 @@ def _lab2_architectures():
         return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 
     def lenet_sequential():
-        return keras.Sequential([
-            keras.Input((28, 28)), layers.Reshape((28, 28, 1)), layers.Rescaling(1 / 255),
-            layers.Conv2D(32, 5, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(64, 5, activation="relu"), layers.MaxPooling2D(),
-            layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dropout(0.3),
-            layers.Dense(10, activation="softmax")])
+        return keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                layers.Reshape((28, 28, 1)),
+                layers.Rescaling(1 / 255),
+                layers.Conv2D(32, 5, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(64, 5, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Flatten(),
+                layers.Dense(128, activation="relu"),
+                layers.Dropout(0.3),
+                layers.Dense(10, activation="softmax"),
+            ]
+        )
 
     def leaky_bn_after():
         model = keras.Sequential([keras.Input((28, 28)), layers.Reshape((28, 28, 1)), layers.Rescaling(1 / 255)])
@@ -188,8 +204,9 @@ def _lab2_architectures():
         inputs = keras.Input((28, 28))
         x = stem(inputs)
         for count in (32, 64):
-            x = layers.MaxPooling2D()(layers.Conv2D(count, 3, padding="same", activation="relu",
-                                                    kernel_initializer="zeros")(x))
+            x = layers.MaxPooling2D()(
+                layers.Conv2D(count, 3, padding="same", activation="relu", kernel_initializer="zeros")(x)
+            )
         x = layers.Dense(256, activation="relu", kernel_initializer="zeros")(layers.Flatten()(x))
         return keras.Model(inputs, layers.Dense(10, activation="softmax", kernel_initializer="zeros")(x))
 
@@ -198,8 +215,9 @@ def _lab2_architectures():
         x = stem(inputs)
         dead = keras.initializers.Constant(-100.0)
         for count in (32, 64):
-            x = layers.MaxPooling2D()(layers.Conv2D(count, 3, padding="same", activation="relu",
-                                                    bias_initializer=dead)(x))
+            x = layers.MaxPooling2D()(
+                layers.Conv2D(count, 3, padding="same", activation="relu", bias_initializer=dead)(x)
+            )
         x = layers.Dense(128, activation="relu", bias_initializer=dead)(layers.Flatten()(x))
         return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
 
@@ -207,8 +225,9 @@ def _lab2_architectures():
         inputs = keras.Input((28, 28))
         x = stem(inputs)
         for count in (16, 32):
-            x = layers.MaxPooling2D()(layers.Conv2D(count, 3, padding="same", activation="tanh",
-                                                    kernel_initializer="zeros")(x))
+            x = layers.MaxPooling2D()(
+                layers.Conv2D(count, 3, padding="same", activation="tanh", kernel_initializer="zeros")(x)
+            )
         x = layers.Dense(64, activation="tanh", kernel_initializer="zeros")(layers.Flatten()(x))
         return keras.Model(inputs, layers.Dense(10, activation="softmax", kernel_initializer="zeros")(x))
 
@@ -224,9 +243,11 @@ def _lab2_architectures():
         "LeNet-like Sequential, 5x5 valid convolutions": lenet_sequential,
         "Sequential, LeakyReLU then BN, ELU dense": leaky_bn_after,
     }
-    non_learning = {"zero-initialised kernels (ReLU)": zero_kernels,
-                    "dead ReLUs (bias -100)": dead_relu_bias,
-                    "zero-initialised kernels (tanh)": zero_tanh}
+    non_learning = {
+        "zero-initialised kernels (ReLU)": zero_kernels,
+        "dead ReLUs (bias -100)": dead_relu_bias,
+        "zero-initialised kernels (tanh)": zero_tanh,
+    }
     return honest, non_learning
 
 
@@ -254,38 +275,54 @@ def _lab3_architectures():
         return keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Dropout(0.3)(x)))
 
     def dead(output_initializer="glorot_uniform", **kwargs):
-        return keras.Sequential([keras.Input(shape), layers.Flatten(), layers.BatchNormalization(),
-                                 layers.Dense(256, **kwargs), layers.Dropout(0.5),
-                                 layers.Dense(10, activation="softmax", kernel_initializer=output_initializer)])
+        return keras.Sequential(
+            [
+                keras.Input(shape),
+                layers.Flatten(),
+                layers.BatchNormalization(),
+                layers.Dense(256, **kwargs),
+                layers.Dropout(0.5),
+                layers.Dense(10, activation="softmax", kernel_initializer=output_initializer),
+            ]
+        )
 
     honest = {
         "reference: Flatten, BN, Dense 256, Dropout 0.5": reference,
         "no BN: Flatten, Dense 256, Dropout 0.5 (the keras.io head)": lambda: reference(batch_norm=False),
         "wider: Flatten, BN, Dense 1024": lambda: reference(1024),
-        "GlobalAveragePooling2D, Dense 256": lambda: sequential(layers.GlobalAveragePooling2D(),
-                                                                layers.Dense(256, activation="relu")),
-        "GlobalAveragePooling2D, BN, Dense 128": lambda: sequential(layers.GlobalAveragePooling2D(),
-                                                                    layers.BatchNormalization(),
-                                                                    layers.Dense(128, activation="relu")),
+        "GlobalAveragePooling2D, Dense 256": lambda: sequential(
+            layers.GlobalAveragePooling2D(), layers.Dense(256, activation="relu")
+        ),
+        "GlobalAveragePooling2D, BN, Dense 128": lambda: sequential(
+            layers.GlobalAveragePooling2D(), layers.BatchNormalization(), layers.Dense(128, activation="relu")
+        ),
         "two hidden layers 512/128 with BN": lambda: sequential(
-            layers.Flatten(), layers.BatchNormalization(), layers.Dense(512, activation="relu"), layers.Dropout(0.5),
-            layers.Dense(128, activation="relu")),
+            layers.Flatten(),
+            layers.BatchNormalization(),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(128, activation="relu"),
+        ),
         "functional, Dense without bias, BN before ReLU": functional_bn_before_activation,
-        "LayerNormalization, Dense 256": lambda: sequential(layers.Flatten(), layers.LayerNormalization(),
-                                                            layers.Dense(256, activation="relu")),
-        "Rescaling(1/100), Dense 256 ELU": lambda: sequential(layers.Flatten(), layers.Rescaling(0.01),
-                                                              layers.Dense(256, activation="elu")),
+        "LayerNormalization, Dense 256": lambda: sequential(
+            layers.Flatten(), layers.LayerNormalization(), layers.Dense(256, activation="relu")
+        ),
+        "Rescaling(1/100), Dense 256 ELU": lambda: sequential(
+            layers.Flatten(), layers.Rescaling(0.01), layers.Dense(256, activation="elu")
+        ),
     }
     below_zero = keras.initializers.Constant(-100.0)
-    non_learning = {"zero-initialised kernels (ReLU)": lambda: dead(activation="relu", kernel_initializer="zeros"),
-                    "dead ReLUs (bias -100)": lambda: dead(activation="relu", bias_initializer=below_zero),
-                    "zero-initialised kernels (tanh), output too": lambda: dead("zeros", activation="tanh",
-                                                                                kernel_initializer="zeros")}
+    non_learning = {
+        "zero-initialised kernels (ReLU)": lambda: dead(activation="relu", kernel_initializer="zeros"),
+        "dead ReLUs (bias -100)": lambda: dead(activation="relu", bias_initializer=below_zero),
+        "zero-initialised kernels (tanh), output too": lambda: dead(
+            "zeros", activation="tanh", kernel_initializer="zeros"
+        ),
+    }
     return honest, non_learning
 
 
-ARCHITECTURES = {"lab1_dense": _lab1_architectures, "lab2_cnn": _lab2_architectures,
-                 "lab3_vgg16": _lab3_architectures}
+ARCHITECTURES = {"lab1_dense": _lab1_architectures, "lab2_cnn": _lab2_architectures, "lab3_vgg16": _lab3_architectures}
 
 
 def _retrain(assignment, model, data, settings, seed):
@@ -312,18 +349,34 @@ def calibrate(assignment, seeds, data, overrides=None):
                 started = time.time()
                 scores.append(round(_retrain(assignment, build(), data, settings, seed), 4))
                 seconds.append(round(time.time() - started, 1))
-            rows.append({"architecture": name, "kind": kind, "seeds": list(seeds), "test_accuracy": scores,
-                         "min": min(scores), "seconds": seconds,
-                         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]})
+            rows.append(
+                {
+                    "architecture": name,
+                    "kind": kind,
+                    "seeds": list(seeds),
+                    "test_accuracy": scores,
+                    "min": min(scores),
+                    "seconds": seconds,
+                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                }
+            )
             print(f"{assignment:10s} {kind:12s} {name:55s} {scores} {seconds} s", flush=True)
     lowest_honest = min(row["min"] for row in rows if row["kind"] == "honest")
     highest_dead = max(max(row["test_accuracy"]) for row in rows if row["kind"] == "non-learning")
-    return {"recipe": {"train_size": settings.retrain_train_size, "epochs": settings.retrain_epochs,
-                       "batch_size": settings.retrain_batch_size, "learning_rate": settings.retrain_learning_rate,
-                       "batch_norm_statistics_images": settings.retrain_bn_images,
-                       "fresh_weights": "coursekit.checks.fresh_model (all layers trainable, standard initializers)"},
-            "bar": settings.retrain_min_accuracy, "lowest_honest": lowest_honest,
-            "highest_non_learning": highest_dead, "architectures": rows}
+    return {
+        "recipe": {
+            "train_size": settings.retrain_train_size,
+            "epochs": settings.retrain_epochs,
+            "batch_size": settings.retrain_batch_size,
+            "learning_rate": settings.retrain_learning_rate,
+            "batch_norm_statistics_images": settings.retrain_bn_images,
+            "fresh_weights": "coursekit.checks.fresh_model (all layers trainable, standard initializers)",
+        },
+        "bar": settings.retrain_min_accuracy,
+        "lowest_honest": lowest_honest,
+        "highest_non_learning": highest_dead,
+        "architectures": rows,
+    }
 
 
 def main(argv=None):
@@ -341,14 +394,16 @@ def main(argv=None):
 
     data = load_fashion_mnist()
     started = time.time()
-    result = {"script": "benchmarks/retraining_calibration.py", "command": " ".join(sys.argv),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "hardware": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU; "
-                          "shared with other jobs (load averages per architecture)",
-              "keras_backend": keras.backend.backend(),
-              "versions": {"keras": keras.__version__, "tensorflow": tf.__version__,
-                           "python": platform.python_version()},
-              "labs": {}}
+    result = {
+        "script": "benchmarks/retraining_calibration.py",
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hardware": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU; "
+        "shared with other jobs (load averages per architecture)",
+        "keras_backend": keras.backend.backend(),
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "python": platform.python_version()},
+        "labs": {},
+    }
     for assignment in args.labs:
         overrides = {"retrain_epochs": args.epochs} if args.epochs else None
         result["labs"][assignment] = calibrate(assignment, args.seeds, data, overrides)
@@ -359,8 +414,10 @@ def main(argv=None):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for assignment, lab in result["labs"].items():
-        print(f"{assignment}: lowest honest {lab['lowest_honest']}, highest non-learning "
-              f"{lab['highest_non_learning']}, bar {lab['bar']}")
+        print(
+            f"{assignment}: lowest honest {lab['lowest_honest']}, highest non-learning "
+            f"{lab['highest_non_learning']}, bar {lab['bar']}"
+        )
 
 
 if __name__ == "__main__":

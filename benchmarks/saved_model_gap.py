@@ -43,16 +43,32 @@ def main():
             os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="gap-")
             course_config.GRADER_CACHE_DIR = Path(os.environ["COURSEKIT_GRADER_CACHE"])
             saved = evaluate_saved_model(path, data, lab)
-            row = {"lab": lab.assignment, "draw": draw + 1, "test_accuracy": saved.test_accuracy,
-                   "train_accuracy": saved.train_accuracy, "train_images": saved.train_images,
-                   "gap_train_minus_test": round(saved.train_accuracy - saved.test_accuracy, 4),
-                   "fail_margin": round(test_above_train_margin(saved), 4)}
+            row = {
+                "lab": lab.assignment,
+                "draw": draw + 1,
+                "test_accuracy": saved.test_accuracy,
+                "train_accuracy": saved.train_accuracy,
+                "train_images": saved.train_images,
+                "gap_train_minus_test": round(saved.train_accuracy - saved.test_accuracy, 4),
+                "fail_margin": round(test_above_train_margin(saved), 4),
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
     out = ROOT / "docs" / "measurements" / "saved-model-gap.json"
-    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "keras": keras.__version__, "backend": keras.backend.backend(),
-                               "load": os.getloadavg()[0], "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    out.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "keras": keras.__version__,
+                "backend": keras.backend.backend(),
+                "load": os.getloadavg()[0],
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"written {out}")
 
 

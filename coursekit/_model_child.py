@@ -37,8 +37,9 @@ def check_weights_structure(path, max_bytes):
         for name in group:
             link = group.get(name, getlink=True)
             if not isinstance(link, h5py.HardLink):
-                raise RefusedFile(f"its weights file has a {type(link).__name__} at {where}/{name}, which "
-                                  "points outside the weights")
+                raise RefusedFile(
+                    f"its weights file has a {type(link).__name__} at {where}/{name}, which points outside the weights"
+                )
             item = group[name]
             if isinstance(item, h5py.Group):
                 walk(item, f"{where}/{name}")
@@ -49,8 +50,10 @@ def check_weights_structure(path, max_bytes):
                     raise RefusedFile(f"its weights file has a virtual dataset at {where}/{name}")
                 declared = int(item.size) * item.dtype.itemsize
                 if declared > max_bytes:
-                    raise RefusedFile(f"its weights file declares {declared / 2**20:,.0f} MB of weights at "
-                                      f"{where}/{name}, more than a submitted model may hold")
+                    raise RefusedFile(
+                        f"its weights file declares {declared / 2**20:,.0f} MB of weights at "
+                        f"{where}/{name}, more than a submitted model may hold"
+                    )
             else:
                 raise RefusedFile(f"its weights file holds an unexpected object at {where}/{name}")
 
@@ -83,8 +86,9 @@ def main(workdir):
         outputs = {}
         with np.load(os.path.join(workdir, "inputs.npz"), allow_pickle=False) as inputs:
             for name in inputs.files:
-                predicted = np.asarray(model.predict(inputs[name], batch_size=request.get("batch_size", 256),
-                                                     verbose=0), dtype=np.float32)
+                predicted = np.asarray(
+                    model.predict(inputs[name], batch_size=request.get("batch_size", 256), verbose=0), dtype=np.float32
+                )
                 outputs[f"predict__{name}"] = predicted
         kinds = set(request.get("weights_of", []))
         names = []

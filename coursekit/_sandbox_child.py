@@ -73,19 +73,34 @@ def load_definitions(notebook_path, time_limit=30):
         try:
             module = definitions_only(source)
         except SyntaxError as error:
-            problems.append({"cell": index, "error": f"SyntaxError: {error.msg} (line {error.lineno} of that cell)",
-                             "defines": _names_defined_in(source)})
+            problems.append(
+                {
+                    "cell": index,
+                    "error": f"SyntaxError: {error.msg} (line {error.lineno} of that cell)",
+                    "defines": _names_defined_in(source),
+                }
+            )
             continue
         signal.alarm(int(time_limit))
         try:
             with _quiet():
                 exec(compile(module, f"<cell {index}>", "exec"), namespace)
         except CallTimeout:
-            problems.append({"cell": index, "error": f"its definitions did not load within {time_limit} s",
-                             "defines": _names_defined_in(source)})
+            problems.append(
+                {
+                    "cell": index,
+                    "error": f"its definitions did not load within {time_limit} s",
+                    "defines": _names_defined_in(source),
+                }
+            )
         except (Exception, SystemExit, KeyboardInterrupt) as error:  # one broken cell must not hide the others
-            problems.append({"cell": index, "error": f"{type(error).__name__}: {error}"[:MAX_TEXT],
-                             "defines": _names_defined_in(source)})
+            problems.append(
+                {
+                    "cell": index,
+                    "error": f"{type(error).__name__}: {error}"[:MAX_TEXT],
+                    "defines": _names_defined_in(source),
+                }
+            )
         finally:
             signal.alarm(0)
     return namespace, problems
@@ -97,7 +112,7 @@ def _names_defined_in(source):
     for line in source.splitlines():
         stripped = line.strip()
         if stripped.startswith("def ") and "(" in stripped:
-            names.append(stripped[4:stripped.index("(")].strip())
+            names.append(stripped[4 : stripped.index("(")].strip())
     return names
 
 
@@ -124,19 +139,23 @@ def _describe_figure(figure):
     axes = []
     for ax in figure.get_axes():
         legend = ax.get_legend()
-        axes.append({
-            "title": ax.get_title(),
-            "xlabel": ax.get_xlabel(),
-            "ylabel": ax.get_ylabel(),
-            "legend": [text.get_text() for text in legend.get_texts()] if legend else None,
-            "lines": [
-                {"label": str(line.get_label()),
-                 "x": np.asarray(line.get_xdata(), dtype=float).tolist(),
-                 "y": np.asarray(line.get_ydata(), dtype=float).tolist()}
-                for line in ax.get_lines()
-            ],
-            "images": len(ax.get_images()),
-        })
+        axes.append(
+            {
+                "title": ax.get_title(),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+                "legend": [text.get_text() for text in legend.get_texts()] if legend else None,
+                "lines": [
+                    {
+                        "label": str(line.get_label()),
+                        "x": np.asarray(line.get_xdata(), dtype=float).tolist(),
+                        "y": np.asarray(line.get_ydata(), dtype=float).tolist(),
+                    }
+                    for line in ax.get_lines()
+                ],
+                "images": len(ax.get_images()),
+            }
+        )
     return {"axes": axes}
 
 
@@ -182,8 +201,10 @@ def run_call(call, namespace, problems, inputs, call_timeout):
     if not callable(function):
         broken = [p for p in problems if function_name in p["defines"]]
         if broken:
-            record["error"] = (f"`{function_name}` could not be defined: the cell with `def {function_name}(` "
-                               f"fails with {broken[0]['error']}.")
+            record["error"] = (
+                f"`{function_name}` could not be defined: the cell with `def {function_name}(` "
+                f"fails with {broken[0]['error']}."
+            )
         else:
             record["error"] = f"The notebook defines no function `{function_name}`."
         return record, arrays
@@ -198,8 +219,10 @@ def run_call(call, namespace, problems, inputs, call_timeout):
     except CallTimeout:
         record["error"] = f"`{function_name}` did not finish within {call_timeout} s."
     except (SystemExit, KeyboardInterrupt) as error:
-        record["error"] = (f"`{function_name}` tried to end the program ({type(error).__name__}, e.g. sys.exit() "
-                           "or exit()); a graded function must return its result.")
+        record["error"] = (
+            f"`{function_name}` tried to end the program ({type(error).__name__}, e.g. sys.exit() "
+            "or exit()); a graded function must return its result."
+        )
     except Exception as error:
         record["error"] = f"`{function_name}` raised {type(error).__name__}: {error}"[:MAX_TEXT]
     finally:
@@ -231,8 +254,11 @@ def main(request_dir):
                 try:
                     np.savez(os.path.join(request_dir, f"out_{call['name']}.npz"), **arrays)
                 except OSError as error:  # e.g. past the file-size limit
-                    record.update(ok=False, value=None, error=f"`{call['function']}` returned more data than "
-                                                              f"the grader accepts ({error.strerror}).")
+                    record.update(
+                        ok=False,
+                        value=None,
+                        error=f"`{call['function']}` returned more data than the grader accepts ({error.strerror}).",
+                    )
             out.write(json.dumps(record) + "\n")
             out.flush()
 

@@ -96,12 +96,15 @@ def measure(template, lab, workers, scratch):
         per_submission[student] = result.seconds if result else None
     count = len(summary.graded)
     return {
-        "lab": lab.assignment, "workers": workers, "submissions": count,
+        "lab": lab.assignment,
+        "workers": workers,
+        "submissions": count,
         "seconds_per_submission": per_submission,
         "wall_s": round(wall, 1),
         "throughput_per_min": round(60 * count / wall, 2) if wall else None,
         "machine_cpu_s": round(_machine_cpu_seconds() - machine_before, 1),
-        "load_before": load_before, "load_after": _load(),
+        "load_before": load_before,
+        "load_after": _load(),
         "problems": {f"{a}/{s}": why for (a, s), why in summary.problems.items()},
         "failures": {f"{a}/{s}": why for (a, s), why in summary.failures.items()},
     }
@@ -109,15 +112,19 @@ def measure(template, lab, workers, scratch):
 
 def table(runs):
     """README.md's table: one line per run."""
-    lines = ["| Run | Load (1 min, before → after) | Per submission | Wall | CPU, whole machine | Throughput |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Run | Load (1 min, before → after) | Per submission | Wall | CPU, whole machine | Throughput |",
+        "|---|---|---|---|---|---|",
+    ]
     for run in runs:
         seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
-        lines.append(f"| {run['lab']}, {run['workers']} worker{'s' if run['workers'] > 1 else ''} "
-                     f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
-                     f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
-                     f"| {run['machine_cpu_s']:.0f} CPU-s "
-                     f"| {run['throughput_per_min']:.2f} / min |")
+        lines.append(
+            f"| {run['lab']}, {run['workers']} worker{'s' if run['workers'] > 1 else ''} "
+            f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
+            f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
+            f"| {run['machine_cpu_s']:.0f} CPU-s "
+            f"| {run['throughput_per_min']:.2f} / min |"
+        )
     return "\n".join(lines)
 
 
@@ -127,8 +134,12 @@ def main(argv=None):
 
     labs_with_reference = [lab.assignment for lab in course_config.LABS if reference_files(lab)[0].exists()]
     parser = argparse.ArgumentParser(prog="python -m coursekit.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--labs", nargs="*", default=labs_with_reference,
-                        help=f"assignments to measure (default: {' '.join(labs_with_reference)})")
+    parser.add_argument(
+        "--labs",
+        nargs="*",
+        default=labs_with_reference,
+        help=f"assignments to measure (default: {' '.join(labs_with_reference)})",
+    )
     parser.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="worker counts (default: 1 2)")
     parser.add_argument("--students", nargs="*", help="demo submission ids (default: the first two of each lab)")
     parser.add_argument("--out", default="benchmark.json", help="JSON file to write (default: benchmark.json)")
@@ -136,14 +147,20 @@ def main(argv=None):
 
     load = _load()
     if load[0] > 0.5:
-        print(f"Warning: load average {load[0]:.2f} at the start; other jobs will slow the gradings down "
-              "and the numbers will not describe an idle machine.", file=sys.stderr)
+        print(
+            f"Warning: load average {load[0]:.2f} at the start; other jobs will slow the gradings down "
+            "and the numbers will not describe an idle machine.",
+            file=sys.stderr,
+        )
     where = isolation()
     report = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "cpu": cpu_model(), "cores": os.cpu_count(),
+        "host": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "isolation": list(where.in_force), "isolation_missing": list(where.missing),
+        "isolation": list(where.in_force),
+        "isolation_missing": list(where.missing),
         "command": "python -m coursekit.benchmark " + " ".join(sys.argv[1:] if argv is None else argv),
         "runs": [],
     }

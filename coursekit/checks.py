@@ -17,15 +17,36 @@ from coursekit.atomic_files import write_text_atomically
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Layers that compute nothing spatial: what a "dense network" may contain.
-DENSE_TYPE_LAYERS = frozenset({
-    "InputLayer", "Rescaling", "Normalization", "Reshape", "Flatten",
-    "Dense", "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise",
-    "BatchNormalization", "LayerNormalization",
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
-    "RandomFlip", "RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast",
-})
-DROPOUT_LAYERS = frozenset({"Dropout", "AlphaDropout", "GaussianDropout", "SpatialDropout1D",
-                            "SpatialDropout2D", "SpatialDropout3D"})
+DENSE_TYPE_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Rescaling",
+        "Normalization",
+        "Reshape",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "AlphaDropout",
+        "GaussianDropout",
+        "GaussianNoise",
+        "BatchNormalization",
+        "LayerNormalization",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "Softmax",
+        "RandomFlip",
+        "RandomTranslation",
+        "RandomZoom",
+        "RandomRotation",
+        "RandomContrast",
+    }
+)
+DROPOUT_LAYERS = frozenset(
+    {"Dropout", "AlphaDropout", "GaussianDropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"}
+)
 
 
 class CheckFailed(AssertionError):
@@ -89,12 +110,16 @@ def random_history(rng, epochs=None):
     epochs = int(rng.integers(4, 13)) if epochs is None else epochs
     steps = np.arange(epochs)
     history = {}
-    for key, start, end in (("loss", rng.uniform(1.2, 2.4), rng.uniform(0.2, 0.6)),
-                            ("val_loss", rng.uniform(1.2, 2.4), rng.uniform(0.3, 0.8))):
+    for key, start, end in (
+        ("loss", rng.uniform(1.2, 2.4), rng.uniform(0.2, 0.6)),
+        ("val_loss", rng.uniform(1.2, 2.4), rng.uniform(0.3, 0.8)),
+    ):
         curve = end + (start - end) * np.exp(-steps / rng.uniform(1.0, 3.0)) + rng.normal(0, 0.02, epochs)
         history[key] = [round(float(value), 4) for value in curve]
-    for key, start, end in (("accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.82, 0.95)),
-                            ("val_accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.78, 0.92))):
+    for key, start, end in (
+        ("accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.82, 0.95)),
+        ("val_accuracy", rng.uniform(0.3, 0.6), rng.uniform(0.78, 0.92)),
+    ):
         curve = end - (end - start) * np.exp(-steps / rng.uniform(1.0, 3.0)) + rng.normal(0, 0.01, epochs)
         history[key] = [round(float(np.clip(value, 0.0, 1.0)), 4) for value in curve]
     return history
@@ -157,8 +182,11 @@ def leaf_layers(model):
 
 def dropout_rates(model):
     """Rates of the model's dropout-type layers (0 for those without a rate)."""
-    return [float(getattr(layer, "rate", 0.0) or 0.0) for layer in leaf_layers(model)
-            if type(layer).__name__ in DROPOUT_LAYERS]
+    return [
+        float(getattr(layer, "rate", 0.0) or 0.0)
+        for layer in leaf_layers(model)
+        if type(layer).__name__ in DROPOUT_LAYERS
+    ]
 
 
 def dense_layers(model):
@@ -190,8 +218,9 @@ def balanced_subset(labels, size, seed):
     """Indices of ``size`` examples, the same number from each class, drawn with ``seed``."""
     rng = np.random.default_rng(seed)
     per_class = size // len(np.unique(labels))
-    return np.concatenate([rng.choice(np.flatnonzero(labels == label), per_class, replace=False)
-                           for label in np.unique(labels)])
+    return np.concatenate(
+        [rng.choice(np.flatnonzero(labels == label), per_class, replace=False) for label in np.unique(labels)]
+    )
 
 
 def remembered(kind, content, compute):
@@ -223,18 +252,30 @@ def remembered(kind, content, compute):
 
 def retraining_score(model, data, settings):
     """:func:`brief_retraining` of ``model``'s architecture, remembered per architecture and recipe."""
-    return remembered("retraining", model.to_json() + repr(settings),
-                      lambda: brief_retraining(model, data, settings))
+    return remembered("retraining", model.to_json() + repr(settings), lambda: brief_retraining(model, data, settings))
 
 
 # Initializers the grader keeps when it rebuilds a student's architecture for retraining: Keras's own
 # random and simple ones, whose parameters are numbers. Any other (Constant with an array of trained
 # values, Identity, custom...) is replaced by the default of the layer's class.
-STANDARD_INITIALIZERS = frozenset({
-    "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
-    "RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling", "Orthogonal", "OrthogonalInitializer",
-    "Zeros", "Ones",
-})
+STANDARD_INITIALIZERS = frozenset(
+    {
+        "GlorotUniform",
+        "GlorotNormal",
+        "HeUniform",
+        "HeNormal",
+        "LecunUniform",
+        "LecunNormal",
+        "RandomUniform",
+        "RandomNormal",
+        "TruncatedNormal",
+        "VarianceScaling",
+        "Orthogonal",
+        "OrthogonalInitializer",
+        "Zeros",
+        "Ones",
+    }
+)
 
 
 def _default_initializer(class_name, key):
@@ -249,8 +290,11 @@ def _default_initializer(class_name, key):
     except (TypeError, ValueError, KeyError):
         default = inspect.Parameter.empty
     if default is inspect.Parameter.empty or default is None:
-        default = "zeros" if "bias" in key or "beta" in key or "mean" in key else (
-            "ones" if "gamma" in key or "variance" in key else "glorot_uniform")
+        default = (
+            "zeros"
+            if "bias" in key or "beta" in key or "mean" in key
+            else ("ones" if "gamma" in key or "variance" in key else "glorot_uniform")
+        )
     return keras.initializers.serialize(keras.initializers.get(default))
 
 
@@ -347,8 +391,9 @@ def brief_retraining(model, data, settings, seed=None):
     (x_train, y_train), (x_test, y_test) = data
     seed = settings.retrain_seed if seed is None else seed
     subset = balanced_subset(y_train, settings.retrain_train_size, seed)
-    return train_fresh_and_score(model, (x_train[subset].astype("float32"), y_train[subset]),
-                                 (x_test.astype("float32"), y_test), settings, seed)
+    return train_fresh_and_score(
+        model, (x_train[subset].astype("float32"), y_train[subset]), (x_test.astype("float32"), y_test), settings, seed
+    )
 
 
 def train_fresh_and_score(model, train, test, settings, seed):
@@ -365,12 +410,22 @@ def train_fresh_and_score(model, train, test, settings, seed):
 
     (x_train, y_train), (x_test, y_test) = train, test
     model = fresh_model(model, seed)
-    model.compile(optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=settings.retrain_epochs, batch_size=settings.retrain_batch_size,
-              shuffle=True, verbose=0)
-    statistics = np.random.default_rng(seed).choice(len(x_train), min(settings.retrain_bn_images, len(x_train)),
-                                                    replace=False)
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.retrain_learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(
+        x_train,
+        y_train,
+        epochs=settings.retrain_epochs,
+        batch_size=settings.retrain_batch_size,
+        shuffle=True,
+        verbose=0,
+    )
+    statistics = np.random.default_rng(seed).choice(
+        len(x_train), min(settings.retrain_bn_images, len(x_train)), replace=False
+    )
     recompute_batch_norm_statistics(model, x_train[statistics])
     return accuracy(model, x_test, y_test)
 
@@ -392,12 +447,16 @@ def conv_layers(model, kinds=CONV_LAYERS):
 
 def downsampling_layers(model):
     """Layers that shrink the feature maps: local pooling, or convolutions with a stride above 1."""
-    return [layer for layer in leaf_layers(model)
-            if type(layer).__name__ in POOLING_LAYERS
-            or (type(layer).__name__ in CONV_LAYERS and max(getattr(layer, "strides", (1,))) > 1)]
+    return [
+        layer
+        for layer in leaf_layers(model)
+        if type(layer).__name__ in POOLING_LAYERS
+        or (type(layer).__name__ in CONV_LAYERS and max(getattr(layer, "strides", (1,))) > 1)
+    ]
 
 
 # Figures ------------------------------------------------------------------------------------
+
 
 def find_line(axes, values):
     """The line of a described axes (see the sandbox's figure description) whose y data is ``values``."""
@@ -417,15 +476,23 @@ def check_history_panel(figure, history, panel, train_key, val_key):
     axes = figure["axes"]
     expect(len(axes) >= 2, f"plot_history should draw two panels (loss and accuracy); it drew {len(axes)}.")
     holding = [ax for ax in axes if find_line(ax, history[train_key]) or find_line(ax, history[val_key])]
-    expect(holding, f"No panel shows the {panel} curves of the history it was given: plot the values of the "
-                    "history argument.")
+    expect(
+        holding,
+        f"No panel shows the {panel} curves of the history it was given: plot the values of the history argument.",
+    )
     both = [ax for ax in holding if find_line(ax, history[train_key]) and find_line(ax, history[val_key])]
-    expect(both, f"The {panel} panel should show both the training and the validation curve "
-                 f"(history['{train_key}'] and history['{val_key}']).")
+    expect(
+        both,
+        f"The {panel} panel should show both the training and the validation curve "
+        f"(history['{train_key}'] and history['{val_key}']).",
+    )
     other_keys = ("accuracy", "val_accuracy") if panel == "loss" else ("loss", "val_loss")
     own = [ax for ax in both if not any(find_line(ax, history[key]) for key in other_keys)]
-    expect(own, "Loss and accuracy should be drawn in two separate panels, each with its own two curves "
-                f"(the {panel} panel also shows the {'accuracy' if panel == 'loss' else 'loss'} curves).")
+    expect(
+        own,
+        "Loss and accuracy should be drawn in two separate panels, each with its own two curves "
+        f"(the {panel} panel also shows the {'accuracy' if panel == 'loss' else 'loss'} curves).",
+    )
     ax = own[0]
     expect(ax["xlabel"].strip() and ax["ylabel"].strip(), f"Label both axes of the {panel} panel.")
     expect(ax["legend"] and len(ax["legend"]) >= 2, f"The {panel} panel needs a legend naming its two curves.")
@@ -437,8 +504,9 @@ def _without_comments(source):
     import tokenize
 
     try:
-        tokens = [token for token in tokenize.generate_tokens(io.StringIO(source).readline)
-                  if token.type != tokenize.COMMENT]
+        tokens = [
+            token for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type != tokenize.COMMENT
+        ]
         return tokenize.untokenize(tokens)
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return "\n".join(line.split("#", 1)[0] for line in source.splitlines())
@@ -473,9 +541,12 @@ def _code_cells_with_images(notebook_path):
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else str(source)
-        images = sum(1 for output in cell.get("outputs", []) if isinstance(output, dict)
-                     and min(_png_size((output.get("data") or {}).get("image/png", "")))
-                     >= course_config.FIGURE_MIN_PIXELS)
+        images = sum(
+            1
+            for output in cell.get("outputs", [])
+            if isinstance(output, dict)
+            and min(_png_size((output.get("data") or {}).get("image/png", ""))) >= course_config.FIGURE_MIN_PIXELS
+        )
         cells.append((_without_comments(source), images))
     return cells
 
@@ -512,28 +583,38 @@ def check_figures_in_outputs(notebook_path, required):
     import re
 
     cells = _code_cells_with_images(notebook_path)
-    needs = {name: {index for index, (source, images) in enumerate(cells) if images and re.search(pattern, source)}
-             for name, pattern in required.items()}
+    needs = {
+        name: {index for index, (source, images) in enumerate(cells) if images and re.search(pattern, source)}
+        for name, pattern in required.items()
+    }
     missing = [name for name, where in needs.items() if not where]
     if not missing:
         missing = _assign_figures(needs, [images for _, images in cells])
-    expect(not missing, f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
-                        "Run all cells before submitting, so the figures are saved in the notebook "
-                        "(each figure drawn by its own code, not named in a comment).")
+    expect(
+        not missing,
+        f"The submitted notebook's outputs lack these figures: {'; '.join(missing)}. "
+        "Run all cells before submitting, so the figures are saved in the notebook "
+        "(each figure drawn by its own code, not named in a comment).",
+    )
 
 
 # Checks that every lab runs on its model ---------------------------------------------------
 
+
 def check_retraining(model, data, settings):
     """The grader's brief retraining of the student's architecture reaches the lab's bar."""
     shape = input_shape(model)
-    expect(shape == (28, 28), f"The grader can only retrain a model that takes raw 28×28 images; "
-                              f"your model's input shape is {shape}.")
+    expect(
+        shape == (28, 28),
+        f"The grader can only retrain a model that takes raw 28×28 images; your model's input shape is {shape}.",
+    )
     score = retraining_score(model, data, settings)
     record_measurement("retraining_accuracy", score)
-    expect(score >= settings.retrain_min_accuracy,
-           f"The grader trained your default architecture for {settings.retrain_epochs} epochs on "
-           f"{settings.retrain_train_size:,} images (Adam, lr {settings.retrain_learning_rate}, batch "
-           f"{settings.retrain_batch_size}); it reached {score:.3f} test accuracy, below the bar of "
-           f"{settings.retrain_min_accuracy:.3f}. Check that every layer can learn (trainable weights, "
-           "sensible activations and initialisation).")
+    expect(
+        score >= settings.retrain_min_accuracy,
+        f"The grader trained your default architecture for {settings.retrain_epochs} epochs on "
+        f"{settings.retrain_train_size:,} images (Adam, lr {settings.retrain_learning_rate}, batch "
+        f"{settings.retrain_batch_size}); it reached {score:.3f} test accuracy, below the bar of "
+        f"{settings.retrain_min_accuracy:.3f}. Check that every layer can learn (trainable weights, "
+        "sensible activations and initialisation).",
+    )

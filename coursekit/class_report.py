@@ -21,15 +21,14 @@ from coursekit.class_results import ResultStore, identical_model_files
 from coursekit.course_layout import CourseLayout
 
 
-
 @dataclass
 class StudentRow:
     """One student's autograded result."""
 
     student: str
-    scores: dict                                    # grade id -> (score, max score)
-    reasons: dict = field(default_factory=dict)     # grade id -> message of a failed check
-    problem: str = ""                               # why nothing could be graded, if so
+    scores: dict  # grade id -> (score, max score)
+    reasons: dict = field(default_factory=dict)  # grade id -> message of a failed check
+    problem: str = ""  # why nothing could be graded, if so
     flags: list = field(default_factory=list)
     measurements: dict = field(default_factory=dict)
 
@@ -58,8 +57,11 @@ def class_rows(root, assignment):
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
             except MissingEntry:
                 continue
-            scores = {grade.name: (float(grade.score or 0), float(grade.max_score or 0))
-                      for grade in submission.grades if grade.cell.cell_type == "code"}
+            scores = {
+                grade.name: (float(grade.score or 0), float(grade.max_score or 0))
+                for grade in submission.grades
+                if grade.cell.cell_type == "code"
+            }
             row = StudentRow(student, scores)
             stored = results.get(student)
             if stored:
@@ -72,8 +74,9 @@ def class_rows(root, assignment):
                 autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
                 row.reasons = failure_messages(autograded)
             if student in duplicates:
-                row.flags.append("its model file is byte for byte the same as that of "
-                                 f"{', '.join(duplicates[student])}")
+                row.flags.append(
+                    f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}"
+                )
             rows.append(row)
     return rows
 
@@ -81,8 +84,11 @@ def class_rows(root, assignment):
 def summary(rows):
     """The numbers the page shows, as data (the tests read these)."""
     grade_ids = sorted({gid for row in rows for gid in row.scores})
-    pass_rates = {gid: sum(1 for row in rows if gid in row.scores and row.scores[gid][0] >= row.scores[gid][1] > 0)
-                  / max(1, sum(1 for row in rows if gid in row.scores)) for gid in grade_ids}
+    pass_rates = {
+        gid: sum(1 for row in rows if gid in row.scores and row.scores[gid][0] >= row.scores[gid][1] > 0)
+        / max(1, sum(1 for row in rows if gid in row.scores))
+        for gid in grade_ids
+    }
     messages = Counter((gid, message) for row in rows for gid, message in row.reasons.items() if not row.problem)
     return {
         "students": len(rows),
@@ -92,8 +98,11 @@ def summary(rows):
         "frequent_failures": messages.most_common(10),
         "not_graded": {row.student: row.problem for row in rows if row.problem},
         "flagged": {row.student: row.flags for row in rows if row.flags},
-        "saved_model_accuracies": {row.student: row.measurements["saved_model_test_accuracy"] for row in rows
-                                   if "saved_model_test_accuracy" in row.measurements},
+        "saved_model_accuracies": {
+            row.student: row.measurements["saved_model_test_accuracy"]
+            for row in rows
+            if "saved_model_test_accuracy" in row.measurements
+        },
     }
 
 
@@ -136,8 +145,12 @@ def _figures(numbers, settings):
     def accuracies(axes):
         values = list(numbers["saved_model_accuracies"].values())
         axes.hist(values, bins=20, color="#8172b2")
-        axes.axvline(settings.saved_model_min_accuracy, color="#c44e52", linestyle="--",
-                     label=f"bar {settings.saved_model_min_accuracy:.3f}")
+        axes.axvline(
+            settings.saved_model_min_accuracy,
+            color="#c44e52",
+            linestyle="--",
+            label=f"bar {settings.saved_model_min_accuracy:.3f}",
+        )
         axes.set_xlabel("saved model's test accuracy (10,000 images)")
         axes.set_ylabel("students")
         axes.legend()
@@ -169,24 +182,34 @@ def render(assignment, numbers):
     if numbers["students"]:
         totals = sorted(numbers["totals"].values())
         median = totals[len(totals) // 2]
-        parts.append(f"<p>Median {median:g} of {numbers['maximum']:g} points; lowest {totals[0]:g}, highest "
-                     f"{totals[-1]:g}.</p>")
-    parts += [f"<h2>Score distribution</h2><img alt='score distribution' src='{figures['scores']}'>",
-              f"<h2>Pass rate of every check</h2><img alt='pass rate per check' src='{figures['checks']}'>",
-              "<table><tr><th>check</th><th>passing</th></tr>"]
-    parts += [f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>"
-              for gid, rate in numbers["pass_rates"].items()]
+        parts.append(
+            f"<p>Median {median:g} of {numbers['maximum']:g} points; lowest {totals[0]:g}, highest {totals[-1]:g}.</p>"
+        )
+    parts += [
+        f"<h2>Score distribution</h2><img alt='score distribution' src='{figures['scores']}'>",
+        f"<h2>Pass rate of every check</h2><img alt='pass rate per check' src='{figures['checks']}'>",
+        "<table><tr><th>check</th><th>passing</th></tr>",
+    ]
+    parts += [
+        f"<tr><td>{escape(gid)}</td><td>{100 * rate:.0f} %</td></tr>" for gid, rate in numbers["pass_rates"].items()
+    ]
     parts.append("</table>")
     if "accuracies" in figures:
-        below = sum(1 for value in numbers["saved_model_accuracies"].values()
-                    if value < settings.saved_model_min_accuracy)
-        parts.append(f"<h2>Saved models' test accuracy</h2><p>{below} of {len(numbers['saved_model_accuracies'])} "
-                     f"below the bar of {settings.saved_model_min_accuracy:.3f}.</p>"
-                     f"<img alt='saved-model accuracies' src='{figures['accuracies']}'>")
-    parts.append("<h2>Most frequent failure messages</h2>"
-                 "<table><tr><th>students</th><th>check</th><th>message</th></tr>")
-    parts += [f"<tr><td>{count}</td><td>{escape(gid)}</td><td>{escape(message)}</td></tr>"
-              for (gid, message), count in numbers["frequent_failures"]]
+        below = sum(
+            1 for value in numbers["saved_model_accuracies"].values() if value < settings.saved_model_min_accuracy
+        )
+        parts.append(
+            f"<h2>Saved models' test accuracy</h2><p>{below} of {len(numbers['saved_model_accuracies'])} "
+            f"below the bar of {settings.saved_model_min_accuracy:.3f}.</p>"
+            f"<img alt='saved-model accuracies' src='{figures['accuracies']}'>"
+        )
+    parts.append(
+        "<h2>Most frequent failure messages</h2><table><tr><th>students</th><th>check</th><th>message</th></tr>"
+    )
+    parts += [
+        f"<tr><td>{count}</td><td>{escape(gid)}</td><td>{escape(message)}</td></tr>"
+        for (gid, message), count in numbers["frequent_failures"]
+    ]
     parts.append("</table><h2>Could not be graded</h2>")
     parts.append(_list({s: [why] for s, why in numbers["not_graded"].items()}) or "<p>None.</p>")
     parts.append("<h2>For your review</h2><p>Suggestive, not certain: these submissions kept their points.</p>")
@@ -198,8 +221,10 @@ def render(assignment, numbers):
 def _list(notes_by_student):
     if not notes_by_student:
         return ""
-    items = "".join(f"<li><b>{html.escape(student)}</b>: {'; '.join(html.escape(note) for note in notes)}</li>"
-                    for student, notes in sorted(notes_by_student.items()))
+    items = "".join(
+        f"<li><b>{html.escape(student)}</b>: {'; '.join(html.escape(note) for note in notes)}</li>"
+        for student, notes in sorted(notes_by_student.items())
+    )
     return f"<ul>{items}</ul>"
 
 

@@ -36,12 +36,33 @@ from coursekit.submission_files import select_files
 # submission be regraded on the next run. The demo, the reports, the exports, the benchmark and the
 # reference runs are left out: editing them regrades nothing.
 GRADING_CODE = (
-    "course_config.py", "grader_tests/*.py",
-    *(f"coursekit/{name}.py" for name in (
-        "_model_child", "_sandbox_child", "atomic_files", "checks", "class_results", "class_worker", "course_layout",
-        "data", "gradebook_writer", "grading", "isolation", "kernel_sandbox", "model_files", "nbgrader_preprocessors",
-        "notebooks",
-        "pytest_plugin", "sandbox", "saved_model", "submission_files", "vgg16")),
+    "course_config.py",
+    "grader_tests/*.py",
+    *(
+        f"coursekit/{name}.py"
+        for name in (
+            "_model_child",
+            "_sandbox_child",
+            "atomic_files",
+            "checks",
+            "class_results",
+            "class_worker",
+            "course_layout",
+            "data",
+            "gradebook_writer",
+            "grading",
+            "isolation",
+            "kernel_sandbox",
+            "model_files",
+            "nbgrader_preprocessors",
+            "notebooks",
+            "pytest_plugin",
+            "sandbox",
+            "saved_model",
+            "submission_files",
+            "vgg16",
+        )
+    ),
 )
 
 
@@ -87,8 +108,11 @@ def _code_of(content, path):
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 node.body = node.body[1:] or [ast.Pass()]
     return ast.dump(tree).encode("utf-8")
 
@@ -131,9 +155,11 @@ class Submission:
         """sha256 of the submitted files (those graded, and the notes on the others), the source notebook and
         the grading code."""
         files = self.files() if files is None else files
-        extra = [("source notebook", self.source_notebook.read_bytes()),
-                 ("grading code", code_digest(self.assignment).encode()),
-                 ("left out", "\n".join(self.left_out()).encode())]
+        extra = [
+            ("source notebook", self.source_notebook.read_bytes()),
+            ("grading code", code_digest(self.assignment).encode()),
+            ("left out", "\n".join(self.left_out()).encode()),
+        ]
         return _digest([("submitted/" + name, content) for name, content in files.items()] + extra)
 
 
@@ -142,24 +168,39 @@ def find_submissions(root, assignment):
     submitted = CourseLayout(root).submitted
     if not submitted.is_dir():
         return []
-    return [Submission(Path(root), assignment, folder.name) for folder in sorted(submitted.iterdir())
-            if (folder / assignment).is_dir()]
+    return [
+        Submission(Path(root), assignment, folder.name)
+        for folder in sorted(submitted.iterdir())
+        if (folder / assignment).is_dir()
+    ]
 
 
 def report_to_dict(report):
     """A :class:`~coursekit.grading.GradingReport` as JSON-able data."""
-    return {"problem": report.problem, "flags": list(report.flags), "unfinished": report.unfinished,
-            "measurements": dict(report.measurements),
-            "checks": {grade_id: {"passed": result.passed, "message": result.message}
-                       for grade_id, result in report.checks.items()}}
+    return {
+        "problem": report.problem,
+        "flags": list(report.flags),
+        "unfinished": report.unfinished,
+        "measurements": dict(report.measurements),
+        "checks": {
+            grade_id: {"passed": result.passed, "message": result.message} for grade_id, result in report.checks.items()
+        },
+    }
 
 
 def report_from_dict(data):
     """The :class:`~coursekit.grading.GradingReport` that :func:`report_to_dict` wrote."""
-    checks = {grade_id: CheckResult(grade_id, bool(entry["passed"]), entry["message"])
-              for grade_id, entry in data.get("checks", {}).items()}
-    return GradingReport(checks, data.get("problem", ""), list(data.get("flags", [])), data.get("unfinished", ""),
-                         dict(data.get("measurements", {})))
+    checks = {
+        grade_id: CheckResult(grade_id, bool(entry["passed"]), entry["message"])
+        for grade_id, entry in data.get("checks", {}).items()
+    }
+    return GradingReport(
+        checks,
+        data.get("problem", ""),
+        list(data.get("flags", [])),
+        data.get("unfinished", ""),
+        dict(data.get("measurements", {})),
+    )
 
 
 @dataclass
@@ -310,5 +351,9 @@ def identical_model_files(results):
         digest = result.model_sha256
         if digest:
             by_digest.setdefault(digest, []).append(student)
-    return {student: [other for other in group if other != student]
-            for group in by_digest.values() if len(group) > 1 for student in group}
+    return {
+        student: [other for other in group if other != student]
+        for group in by_digest.values()
+        if len(group) > 1
+        for student in group
+    }

@@ -99,9 +99,11 @@ def grade_submission(job):
     if job.code_digest and job.code_digest != code_digest(job.assignment):
         raise GradingWorkerError(
             f"The grading code on worker {host} differs from the code of the machine that sent the work "
-            "(grader_tests/, coursekit/, course_config.py): install the same version of the kit on every worker.")
-    result = SubmissionResult(job.assignment, job.student, files=sorted(job.files), host=host,
-                              model_sha256=model_file_digest(job))
+            "(grader_tests/, coursekit/, course_config.py): install the same version of the kit on every worker."
+        )
+    result = SubmissionResult(
+        job.assignment, job.student, files=sorted(job.files), host=host, model_sha256=model_file_digest(job)
+    )
     with tempfile.TemporaryDirectory(prefix="coursekit-class-") as scratch:
         folder = Path(scratch) / "submission"
         for name, content in job.files.items():
@@ -116,8 +118,7 @@ def grade_submission(job):
             # The graders and the quick-mode re-run are separate processes that share nothing (the
             # re-run works in a scratch copy of the folder), so they run side by side.
             with ThreadPoolExecutor(max_workers=1) as side:
-                graders = side.submit(grade_notebook, notebook_path, job.assignment,
-                                      timeout=min(grader_limit, timeout))
+                graders = side.submit(grade_notebook, notebook_path, job.assignment, timeout=min(grader_limit, timeout))
                 if notebook is not None:
                     _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
                 result.report = graders.result()
@@ -178,16 +179,23 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
     def cell_timeout(cell):  # nbgrader's per-cell limit, cut short by the limit of the whole submission
         return max(1, min(cell_limit, int(deadline - time.monotonic())))
 
-    executor = SandboxedExecute(timeout=cell_limit, timeout_func=cell_timeout, kernel_name=kernel_name,
-                                deadline=deadline, deadline_note=deadline_note(limit_s))
+    executor = SandboxedExecute(
+        timeout=cell_limit,
+        timeout_func=cell_timeout,
+        kernel_name=kernel_name,
+        deadline=deadline,
+        deadline_note=deadline_note(limit_s),
+    )
     try:
         with setenv(NBGRADER_EXECUTION="autograde"):
             executor.preprocess(notebook, {"metadata": {"path": str(folder)}})
     except DeadKernelError:  # outside a cell (SandboxedExecute handles a death during one): say so in the notebook
         _note_dead_kernel(notebook)
     except NoSuchKernel as error:
-        raise GradingWorkerError(f"Worker {host} has no Jupyter kernel '{kernel_name}' to re-run the notebook "
-                                 "in: install the kit's kernel there (make kernel).") from error
+        raise GradingWorkerError(
+            f"Worker {host} has no Jupyter kernel '{kernel_name}' to re-run the notebook "
+            "in: install the kit's kernel there (make kernel)."
+        ) from error
     except Exception as error:  # a cell over its time, or one that ignores SIGINT, is handled by SandboxedExecute
         raise GradingWorkerError(f"Worker {host} could not re-run the notebook: {error!r}.") from error
 
@@ -200,13 +208,21 @@ def _note_dead_kernel(notebook):
 
     cell = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
     if cell is not None:
-        cell.outputs.append(new_output("error", ename="GradingKernelDied", evalue=dead_kernel_message(),
-                                       traceback=[f"GradingKernelDied: {dead_kernel_message()}"]))
+        cell.outputs.append(
+            new_output(
+                "error",
+                ename="GradingKernelDied",
+                evalue=dead_kernel_message(),
+                traceback=[f"GradingKernelDied: {dead_kernel_message()}"],
+            )
+        )
 
 
 def deadline_note(seconds):
     """The message of the first cell that the limit per submission left unrun."""
-    return (f"Your notebook's cells took more than {seconds:.0f} s together, the time limit for re-running a "
-            "whole submission, so this cell and the ones after it were not run. Make the notebook train only "
-            "briefly when NBGRADER_EXECUTION is set, and submit again. Your checks are graded by the hidden "
-            "graders all the same.")
+    return (
+        f"Your notebook's cells took more than {seconds:.0f} s together, the time limit for re-running a "
+        "whole submission, so this cell and the ones after it were not run. Make the notebook train only "
+        "briefly when NBGRADER_EXECUTION is set, and submit again. Your checks are graded by the hidden "
+        "graders all the same."
+    )

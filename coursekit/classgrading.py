@@ -40,29 +40,29 @@ class ClassGradingError(RuntimeError):
 class ClassGradingSummary:
     """What one run of :func:`grade_class` did. Keys of the dicts are ``(assignment, student)``."""
 
-    graded: list = field(default_factory=list)       # graded by a worker in this run
-    recorded: list = field(default_factory=list)     # written into nbgrader's gradebook in this run
-    unchanged: int = 0                               # already graded and recorded, with the same content
-    problems: dict = field(default_factory=dict)     # graded, but the submission had a problem (scores 0)
-    failures: dict = field(default_factory=dict)     # not graded or not recorded: tried again next run
-    flags: dict = field(default_factory=dict)        # notes for the instructor's review (points kept)
-    left_out: dict = field(default_factory=dict)     # submitted files not graded or copied (over a limit, links)
-    reports: list = field(default_factory=list)      # reports/<assignment>.html written in this run
-    exports: list = field(default_factory=list)      # grades in a platform's import layout (--export)
+    graded: list = field(default_factory=list)  # graded by a worker in this run
+    recorded: list = field(default_factory=list)  # written into nbgrader's gradebook in this run
+    unchanged: int = 0  # already graded and recorded, with the same content
+    problems: dict = field(default_factory=dict)  # graded, but the submission had a problem (scores 0)
+    failures: dict = field(default_factory=dict)  # not graded or not recorded: tried again next run
+    flags: dict = field(default_factory=dict)  # notes for the instructor's review (points kept)
+    left_out: dict = field(default_factory=dict)  # submitted files not graded or copied (over a limit, links)
+    reports: list = field(default_factory=list)  # reports/<assignment>.html written in this run
+    exports: list = field(default_factory=list)  # grades in a platform's import layout (--export)
     interrupted: bool = False
     grades_csv: Path = None
 
     def lines(self):
         """A short report for the instructor."""
-        lines = [f"{len(self.graded)} graded, {len(self.recorded)} recorded in the gradebook, "
-                 f"{self.unchanged} unchanged."]
+        lines = [
+            f"{len(self.graded)} graded, {len(self.recorded)} recorded in the gradebook, {self.unchanged} unchanged."
+        ]
         lines += [f"  problem  {a}/{s}: {why}" for (a, s), why in sorted(self.problems.items())]
         lines += [f"  FAILED   {a}/{s}: {why}" for (a, s), why in sorted(self.failures.items())]
         lines += [f"  review   {a}/{s}: {note}" for (a, s), notes in sorted(self.flags.items()) for note in notes]
         lines += [f"  left out {a}/{s}: {note}" for (a, s), notes in sorted(self.left_out.items()) for note in notes]
         if self.interrupted:
-            lines.append("Interrupted: every finished result is saved; run the same command again to "
-                         "grade the rest.")
+            lines.append("Interrupted: every finished result is saved; run the same command again to grade the rest.")
         elif self.failures:
             lines.append("Run the same command again to retry what failed.")
         if self.grades_csv:
@@ -72,8 +72,16 @@ class ClassGradingSummary:
         return lines
 
 
-def grade_class(root=None, assignments=None, workers=None, scheduler=None, force=False,
-                grade=grade_submission, progress=True, exports=()):
+def grade_class(
+    root=None,
+    assignments=None,
+    workers=None,
+    scheduler=None,
+    force=False,
+    grade=grade_submission,
+    progress=True,
+    exports=(),
+):
     """Grade every new or changed submission of ``assignments`` in the course folder ``root``.
 
     Parameters
@@ -120,15 +128,17 @@ def grade_class(root=None, assignments=None, workers=None, scheduler=None, force
                 _record(writer, stored, summary)
     try:
         if todo:
-            _grade_all(todo, grade, workers or course_config.CLASS_GRADING_WORKERS, scheduler,
-                       store, writer, summary, progress)
+            _grade_all(
+                todo, grade, workers or course_config.CLASS_GRADING_WORKERS, scheduler, store, writer, summary, progress
+            )
         for assignment in _assignments(writer, root, assignments):
             _collect_flags(store, assignment, summary)
         if not summary.interrupted:
             summary.grades_csv = writer.export_grades()
             summary.exports = [_export(root, platform) for platform in exports]
-            summary.reports = [write_class_report(root, assignment)
-                               for assignment in _assignments(writer, root, assignments)]
+            summary.reports = [
+                write_class_report(root, assignment) for assignment in _assignments(writer, root, assignments)
+            ]
     finally:
         close_course(root)  # whatever nbgrader made during the run
     return summary
@@ -153,7 +163,8 @@ def _collect_flags(store, assignment, summary):
             summary.flags[(assignment, student)] = notes
     for student, others in identical_model_files(results).items():
         summary.flags.setdefault((assignment, student), []).append(
-            f"its model file is byte for byte the same as that of {', '.join(sorted(others))}")
+            f"its model file is byte for byte the same as that of {', '.join(sorted(others))}"
+        )
 
 
 def _assignments(writer, root, requested):
@@ -162,13 +173,17 @@ def _assignments(writer, root, requested):
         for assignment in requested:
             course_config.lab_settings(assignment)  # a KeyError that lists the labs
             if assignment not in known:
-                raise ClassGradingError(f"Assignment {assignment!r} is not in the gradebook of {root}: release "
-                                        f"it first (`make release` or `nbgrader generate_assignment {assignment}`).")
+                raise ClassGradingError(
+                    f"Assignment {assignment!r} is not in the gradebook of {root}: release "
+                    f"it first (`make release` or `nbgrader generate_assignment {assignment}`)."
+                )
         return list(requested)
     released = [lab.assignment for lab in course_config.LABS if lab.assignment in known]
     if not released:
-        raise ClassGradingError(f"No lab is released in the gradebook of {root}: run `make release` (nbgrader "
-                                "generate_assignment) and collect submissions into submitted/ first.")
+        raise ClassGradingError(
+            f"No lab is released in the gradebook of {root}: run `make release` (nbgrader "
+            "generate_assignment) and collect submissions into submitted/ first."
+        )
     return released
 
 
@@ -177,8 +192,14 @@ def _job(submission):
     files = submission.files()
     source = json.loads(submission.source_notebook.read_text(encoding="utf-8"))
     kernel = source.get("metadata", {}).get("kernelspec", {}).get("name", "python3")
-    job = GradingJob(submission.assignment, submission.student, submission.source_notebook.name, files,
-                     kernel_name=kernel, code_digest=code_digest(submission.assignment))
+    job = GradingJob(
+        submission.assignment,
+        submission.student,
+        submission.source_notebook.name,
+        files,
+        kernel_name=kernel,
+        code_digest=code_digest(submission.assignment),
+    )
     return submission.fingerprint(files), job
 
 
@@ -220,7 +241,8 @@ def _executor(workers, scheduler):
             raise ClassGradingError(
                 f"Could not reach the Dask scheduler at {scheduler} ({error}). Start one with `dask scheduler`, "
                 f"and workers with `dask worker {scheduler} --nthreads 1` on machines that have this kit and "
-                "its .venv (README.md, Grading a whole class).") from error
+                "its .venv (README.md, Grading a whole class)."
+            ) from error
         # Each job carries its submission's files (a model file is a few MB); Dask warns about large tasks.
         warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
         executor = client.get_executor(pure=False)

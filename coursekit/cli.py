@@ -70,9 +70,11 @@ def _grade(args):
 
     assignment = args.assignment or _assignment_of(args.notebook)
     if assignment is None:
-        print(f"Which lab is {args.notebook}? Its name is none of the labs' notebooks "
-              f"({', '.join(lab.notebook for lab in course_config.LABS)}): pass --assignment, e.g. "
-              f"--assignment {course_config.LAB1.assignment}")
+        print(
+            f"Which lab is {args.notebook}? Its name is none of the labs' notebooks "
+            f"({', '.join(lab.notebook for lab in course_config.LABS)}): pass --assignment, e.g. "
+            f"--assignment {course_config.LAB1.assignment}"
+        )
         return 2
     report = grade_notebook(args.notebook, assignment)
     if report.problem:
@@ -92,8 +94,14 @@ def _grade_class(args):
     from coursekit.gradebook_writer import GradebookError
 
     try:
-        summary = grade_class(args.course, assignments=args.assignments, workers=args.workers,
-                              scheduler=args.scheduler, force=args.force, exports=args.export)
+        summary = grade_class(
+            args.course,
+            assignments=args.assignments,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            force=args.force,
+            exports=args.export,
+        )
     except (ClassGradingError, GradebookError, KeyError) as error:
         print(error.args[0] if error.args else error, file=sys.stderr)
         return 2
@@ -126,8 +134,11 @@ def main(argv=None):
     reference = commands.add_parser("reference", help="full reference runs (long)")
     reference.add_argument("labs", nargs="*", help="labs to run, e.g. lab2_cnn (default: all)")
     reference.add_argument("--seeds", type=int, nargs="*", help="default: course_config.REFERENCE_SEEDS")
-    reference.add_argument("--text-only", action="store_true",
-                           help="no run: copy the source notebook's markdown into the kept reference notebook")
+    reference.add_argument(
+        "--text-only",
+        action="store_true",
+        help="no run: copy the source notebook's markdown into the kept reference notebook",
+    )
     reference.set_defaults(run=_reference)
     grade = commands.add_parser("grade", help="hidden graders on one notebook")
     grade.add_argument("notebook")
@@ -135,14 +146,26 @@ def main(argv=None):
     grade.set_defaults(run=_grade)
     grade_class = commands.add_parser("grade-class", help="grade every new or changed submission")
     grade_class.add_argument("assignments", nargs="*", help="e.g. lab1_dense (default: every released lab)")
-    grade_class.add_argument("--workers", type=int, default=course_config.CLASS_GRADING_WORKERS,
-                             help="parallel local gradings (default: %(default)s)")
+    grade_class.add_argument(
+        "--workers",
+        type=int,
+        default=course_config.CLASS_GRADING_WORKERS,
+        help="parallel local gradings (default: %(default)s)",
+    )
     grade_class.add_argument("--scheduler", help="grade on a Dask cluster instead, e.g. tcp://host:8786")
     grade_class.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
-    grade_class.add_argument("--course", default=course_config.ROOT,
-                             help="course folder with nbgrader_config.py and submitted/ (default: this kit's)")
-    grade_class.add_argument("--export", nargs="*", default=[], choices=["canvas", "moodle"],
-                             help="also write the grades for these platforms' gradebook import")
+    grade_class.add_argument(
+        "--course",
+        default=course_config.ROOT,
+        help="course folder with nbgrader_config.py and submitted/ (default: this kit's)",
+    )
+    grade_class.add_argument(
+        "--export",
+        nargs="*",
+        default=[],
+        choices=["canvas", "moodle"],
+        help="also write the grades for these platforms' gradebook import",
+    )
     grade_class.set_defaults(run=_grade_class)
     report = commands.add_parser("report", help="write reports/<assignment>.html: how the class did")
     report.add_argument("assignments", nargs="+", help="e.g. lab1_dense")

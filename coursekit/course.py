@@ -22,8 +22,9 @@ class NbgraderError(RuntimeError):
 def nbgrader(root, *args, timeout=None):
     """Run ``nbgrader ARGS`` in the course folder ``root``; return its log."""
     command = [sys.executable, "-m", "nbgrader", *args]
-    done = subprocess.run(command, cwd=root, env=nbgrader_environment(), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        command, cwd=root, env=nbgrader_environment(), capture_output=True, text=True, timeout=timeout
+    )
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise NbgraderError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{tail}")
@@ -112,8 +113,11 @@ def check_table(root, assignment, notebook):
                 submission = gradebook.find_submission_notebook(notebook, assignment, student)
             except MissingEntry:
                 continue
-            scores = {grade.name: (grade.score, grade.max_score) for grade in submission.grades
-                      if grade.cell.cell_type == "code"}
+            scores = {
+                grade.name: (grade.score, grade.max_score)
+                for grade in submission.grades
+                if grade.cell.cell_type == "code"
+            }
             autograded = layout.autograded_notebook(student, assignment, notebook)
             rows.append({"student": student, "scores": scores, "reasons": failure_messages(autograded)})
     return rows

@@ -27,6 +27,7 @@ FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+
 class DatasetNotFoundError(FileNotFoundError):
     """Fashion-MNIST is neither in Keras's cache nor in any local source folder."""
 
@@ -116,6 +117,7 @@ def load_fashion_mnist(sources=None):
 
 # VGG16 ImageNet weights (Lab 3) ---------------------------------------------------------------
 
+
 class WeightsNotFoundError(FileNotFoundError):
     """VGG16's ImageNet weights are neither configured nor in any known local place."""
 
@@ -171,7 +173,8 @@ def ensure_vgg16_weights(sources=None):
     if sources is None:
         configured = os.environ.get(course_config.VGG16_WEIGHTS_ENV, "")
         sources = ([Path(configured)] if configured not in ("", "imagenet") else []) + list(
-            course_config.VGG16_WEIGHTS_SOURCES)
+            course_config.VGG16_WEIGHTS_SOURCES
+        )
     if cache.is_file() and _sha256(cache) == course_config.VGG16_WEIGHTS_SHA256:
         return cache
     for source in map(Path, sources):

@@ -22,12 +22,24 @@ from coursekit.course_layout import CourseLayout
 from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, reference_files, write_submission
 
 SHORT_NAMES = {
-    "test_scale_images": "scale", "test_standardize": "std", "test_split_validation": "split",
-    "test_activations": "act", "test_softmax": "smax", "test_architecture": "arch",
-    "test_retraining": "retr", "test_history_plot": "hist", "test_saved_model": "model",
-    "test_figures": "figs", "test_prepare_images": "prep", "test_augmentation": "aug",
-    "test_conv_arithmetic": "conv", "test_misclassified_plot": "wrong", "test_imagenet_weights": "imnet",
-    "test_head_retraining": "head", "test_fine_tuning": "tune", "test_fine_tuning_plot": "tplot",
+    "test_scale_images": "scale",
+    "test_standardize": "std",
+    "test_split_validation": "split",
+    "test_activations": "act",
+    "test_softmax": "smax",
+    "test_architecture": "arch",
+    "test_retraining": "retr",
+    "test_history_plot": "hist",
+    "test_saved_model": "model",
+    "test_figures": "figs",
+    "test_prepare_images": "prep",
+    "test_augmentation": "aug",
+    "test_conv_arithmetic": "conv",
+    "test_misclassified_plot": "wrong",
+    "test_imagenet_weights": "imnet",
+    "test_head_retraining": "head",
+    "test_fine_tuning": "tune",
+    "test_fine_tuning_plot": "tplot",
 }
 
 
@@ -80,8 +92,10 @@ def format_table(rows, expected):
         want = expected.get(row["student"])
         lost = lost_points(row)
         if want is not None and lost != set(want):
-            lines.append(f"    !! expected to lose points on {sorted(want) or 'nothing'}, "
-                         f"lost them on {sorted(lost) or 'nothing'}")
+            lines.append(
+                f"    !! expected to lose points on {sorted(want) or 'nothing'}, "
+                f"lost them on {sorted(lost) or 'nothing'}"
+            )
     return "\n".join(lines)
 
 
@@ -98,11 +112,17 @@ def run_demo(students=None, root=None, labs=course_config.LABS):
     start = time.perf_counter()
     without_reference = [lab for lab in labs if not all(path.is_file() for path in reference_files(lab))]
     for lab in without_reference:  # its demo submissions are made from the reference run's notebook and model
-        print(f"Skipping {lab.assignment}: there is no reference run in reference_solution/ yet "
-              f"(`python -m coursekit reference {lab.assignment}`, best on a GPU).")
+        print(
+            f"Skipping {lab.assignment}: there is no reference run in reference_solution/ yet "
+            f"(`python -m coursekit reference {lab.assignment}`, best on a GPU)."
+        )
     labs = [lab for lab in labs if lab not in without_reference]
-    chosen = {lab.assignment: [s for s in SUBMISSIONS_BY_LAB[lab.assignment]
-                               if (s.student in students if students else s.in_demo)] for lab in labs}
+    chosen = {
+        lab.assignment: [
+            s for s in SUBMISSIONS_BY_LAB[lab.assignment] if (s.student in students if students else s.in_demo)
+        ]
+        for lab in labs
+    }
     names = ", ".join(lab.assignment for lab in labs)
 
     _step(1, f"Release: nbgrader generate_assignment {names} (source/ -> release/)")
@@ -140,12 +160,18 @@ def run_demo(students=None, root=None, labs=course_config.LABS):
     as_expected = True
     for lab in labs:
         submissions = chosen[lab.assignment]
-        rows = [row for row in course.check_table(root, lab.assignment, lab.notebook_id)
-                if row["student"] in {s.student for s in submissions}]
+        rows = [
+            row
+            for row in course.check_table(root, lab.assignment, lab.notebook_id)
+            if row["student"] in {s.student for s in submissions}
+        ]
         expected = {s.student: s.fails for s in submissions}
         print(f"\n{lab.assignment}\n{format_table(rows, expected)}")
         as_expected &= len(rows) == len(submissions) and all(
-            lost_points(row) == set(expected[row["student"]]) for row in rows)
-    print(f"\nDone in {time.perf_counter() - start:.0f} s. Feedback: {root / 'feedback'}; grades: "
-          f"{course_config.GRADES_CSV}. Every submission scored as expected: {'yes' if as_expected else 'NO'}.")
+            lost_points(row) == set(expected[row["student"]]) for row in rows
+        )
+    print(
+        f"\nDone in {time.perf_counter() - start:.0f} s. Feedback: {root / 'feedback'}; grades: "
+        f"{course_config.GRADES_CSV}. Every submission scored as expected: {'yes' if as_expected else 'NO'}."
+    )
     return 0 if as_expected else 1

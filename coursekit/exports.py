@@ -25,8 +25,11 @@ from nbgrader.plugins import ExportPlugin
 
 def _scores(plugin, gradebook):
     """(assignments [(name, max score)], rows [(student, {assignment: score})]) as the plugin selects."""
-    assignments = [(a.name, float(a.max_score or 0)) for a in gradebook.assignments
-                   if not plugin.assignment or a.name in map(str, plugin.assignment)]
+    assignments = [
+        (a.name, float(a.max_score or 0))
+        for a in gradebook.assignments
+        if not plugin.assignment or a.name in map(str, plugin.assignment)
+    ]
     rows = []
     for student in gradebook.students:
         if plugin.student and student.id not in map(str, plugin.student):
@@ -48,13 +51,16 @@ class CanvasExportPlugin(ExportPlugin):
         assignments, rows = _scores(self, gradebook)
         with open(self.to or "canvas_grades.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
-                            + [f"{name} ({top:g})" for name, top in assignments])
+            writer.writerow(
+                ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+                + [f"{name} ({top:g})" for name, top in assignments]
+            )
             writer.writerow(["Points Possible", "", "", "", ""] + [f"{top:g}" for _, top in assignments])
             for student, scores in rows:
                 display = ", ".join(part for part in (student.last_name, student.first_name) if part) or student.id
-                writer.writerow([display, "", student.id, student.id, ""]
-                                + [f"{scores[name]:g}" for name, _ in assignments])
+                writer.writerow(
+                    [display, "", student.id, student.id, ""] + [f"{scores[name]:g}" for name, _ in assignments]
+                )
 
 
 class MoodleExportPlugin(ExportPlugin):
@@ -66,9 +72,14 @@ class MoodleExportPlugin(ExportPlugin):
             writer = csv.writer(handle)
             writer.writerow(["ID number", "Email address", "First name", "Last name"] + [n for n, _ in assignments])
             for student, scores in rows:
-                writer.writerow([student.id, student.email or "", student.first_name or "", student.last_name or ""]
-                                + [f"{scores[name]:g}" for name, _ in assignments])
+                writer.writerow(
+                    [student.id, student.email or "", student.first_name or "", student.last_name or ""]
+                    + [f"{scores[name]:g}" for name, _ in assignments]
+                )
 
 
-EXPORTERS = {"csv": "nbgrader.plugins.CsvExportPlugin", "canvas": "coursekit.exports.CanvasExportPlugin",
-             "moodle": "coursekit.exports.MoodleExportPlugin"}
+EXPORTERS = {
+    "csv": "nbgrader.plugins.CsvExportPlugin",
+    "canvas": "coursekit.exports.CanvasExportPlugin",
+    "moodle": "coursekit.exports.MoodleExportPlugin",
+}

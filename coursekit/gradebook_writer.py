@@ -46,19 +46,23 @@ class GradebookError(RuntimeError):
 
 # The stand-ins for nbgrader's slow autograde steps ---------------------------------------------------
 
+
 class StoredResult(NbGraderPreprocessor):
     """Base of the stand-ins that read class grading's stored result of this submission."""
 
-    results_directory = Unicode("", help="Folder of class grading's result files "
-                                         "(coursekit.class_results.ResultStore).").tag(config=True)
+    results_directory = Unicode(
+        "", help="Folder of class grading's result files (coursekit.class_results.ResultStore)."
+    ).tag(config=True)
 
     def stored_result(self, resources):
         info = resources["nbgrader"]
         result = ResultStore(self.results_directory).load(info["assignment"], info["student"])
         if result is None:
-            raise RuntimeError(f"No class-grading result for {info['student']}/{info['assignment']} in "
-                               f"{self.results_directory!r}: run `python -m coursekit grade-class "
-                               f"{info['assignment']}` instead of this step alone.")
+            raise RuntimeError(
+                f"No class-grading result for {info['student']}/{info['assignment']} in "
+                f"{self.results_directory!r}: run `python -m coursekit grade-class "
+                f"{info['assignment']}` instead of this step alone."
+            )
         return result
 
 
@@ -99,15 +103,18 @@ def class_grading_config(root, results_directory):
     """The course's nbgrader configuration, with the slow autograde steps reading stored results."""
     config_file = Path(root) / "nbgrader_config.py"
     if not config_file.is_file():
-        raise GradebookError(f"{config_file} is missing: class grading runs in a course folder "
-                             "with this kit's nbgrader_config.py.")
+        raise GradebookError(
+            f"{config_file} is missing: class grading runs in a course folder with this kit's nbgrader_config.py."
+        )
     config = PyFileConfigLoader(config_file.name, path=str(root)).load_config()
     steps = list(config.Autograde.autograde_preprocessors)
     executes = [step for step in steps if isinstance(step, type) and issubclass(step, Execute)]
     if not executes or HiddenGraders not in steps:
-        raise GradebookError(f"{config_file} must list nbgrader's Execute (or coursekit's SandboxedExecute) and "
-                             "coursekit's HiddenGraders in Autograde.autograde_preprocessors; class grading "
-                             "replaces exactly those two.")
+        raise GradebookError(
+            f"{config_file} must list nbgrader's Execute (or coursekit's SandboxedExecute) and "
+            "coursekit's HiddenGraders in Autograde.autograde_preprocessors; class grading "
+            "replaces exactly those two."
+        )
     swap = {executes[0]: StoredExecution, HiddenGraders: StoredVerdicts}
     config.Autograde.autograde_preprocessors = [swap.get(step, step) for step in steps]
     config.StoredResult.results_directory = str(results_directory)
@@ -150,8 +157,7 @@ class GradebookWriter:
                 self._record_unreadable(result)
             else:
                 self._check(self.api.autograde(assignment, student, force=True, create=True), "autograde", result)
-                self._check(self.api.generate_feedback(assignment, student, force=True), "generate_feedback",
-                            result)
+                self._check(self.api.generate_feedback(assignment, student, force=True), "generate_feedback", result)
         close_course(self.root)  # autograded/ and feedback/ (made closed already), the gradebook, nbgrader's log
         self.store.mark_recorded(result)
 
@@ -170,10 +176,15 @@ class GradebookWriter:
     def _check(outcome, step, result):
         if not outcome["success"]:  # nbgrader's log holds the traceback; its last line says what went wrong
             log = (outcome.get("log", "") + "\n" + outcome.get("error", "")).splitlines()
-            errors = [line.strip() for line in log
-                      if re.match(r"\s*[\w.]+(Error|Exception): ", line) and "NbGraderException" not in line]
-            raise GradebookError(f"nbgrader {step} failed for {result.student}/{result.assignment}: "
-                                 f"{errors[-1] if errors else log[-1] if log else 'no log'}")
+            errors = [
+                line.strip()
+                for line in log
+                if re.match(r"\s*[\w.]+(Error|Exception): ", line) and "NbGraderException" not in line
+            ]
+            raise GradebookError(
+                f"nbgrader {step} failed for {result.student}/{result.assignment}: "
+                f"{errors[-1] if errors else log[-1] if log else 'no log'}"
+            )
 
     def _folder(self, template, result):
         coursedir = self.api.coursedir
@@ -201,10 +212,15 @@ class GradebookWriter:
             shutil.rmtree(self._folder(template, result), ignore_errors=True)  # an earlier submission's
         page = self._folder(self.api.coursedir.feedback_directory, result) / f"{notebook_id}.html"
         page.parent.mkdir(parents=True)
-        graded = (f"<p>Graded without the notebook, from your other files: {html.escape(', '.join(kept))}.</p>\n"
-                  if kept else "")
+        graded = (
+            f"<p>Graded without the notebook, from your other files: {html.escape(', '.join(kept))}.</p>\n"
+            if kept
+            else ""
+        )
         page.write_text(
             f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{notebook_id}</title></head><body>\n"
             f"<h1>{html.escape(assignment)}: {html.escape(notebook_id)}</h1>\n"
             f"<p>Your notebook could not be read, so every check that needs it scores 0.</p>\n"
-            f"<p>{html.escape(result.problem)}</p>\n{graded}</body></html>\n", encoding="utf-8")
+            f"<p>{html.escape(result.problem)}</p>\n{graded}</body></html>\n",
+            encoding="utf-8",
+        )

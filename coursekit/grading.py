@@ -51,8 +51,7 @@ class GradingReport:
         if self.unfinished:
             return CheckResult(grade_id, False, self.unfinished)
         why = self.problem or f"no hidden check is registered for grade id '{grade_id}'"
-        return CheckResult(grade_id, False, f"This check could not be graded: {why}. "
-                                            "Tell your instructor.")
+        return CheckResult(grade_id, False, f"This check could not be graded: {why}. Tell your instructor.")
 
 
 def grader_file(assignment):
@@ -93,12 +92,27 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         return GradingReport({}, f"there are no hidden graders for '{assignment}' ({tests} is missing)")
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as scratch:
         report_path = Path(scratch) / "report.json"
-        command = [sys.executable, "-m", "pytest", str(tests), "--notebook", str(Path(notebook).resolve()),
-                   "--report", str(report_path), "-q", "-p", "no:cacheprovider", "--rootdir",
-                   str(course_config.GRADER_TESTS_DIR), "-o", "addopts="]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(tests),
+            "--notebook",
+            str(Path(notebook).resolve()),
+            "--report",
+            str(report_path),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(course_config.GRADER_TESTS_DIR),
+            "-o",
+            "addopts=",
+        ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
-        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         timed_out = False
         try:
             output, _ = process.communicate(timeout=timeout)
@@ -111,10 +125,17 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
             process.stdout.close()
         if timed_out:  # the checks finished before the limit keep their result; the others fail, saying why
             data = _read_report(report_path)
-            checks = {grade_id: entry for grade_id, entry in data.get("checks", {}).items()
-                      if entry.get("complete") or "failed" in entry.get("tests", {}).values()}  # a failure is final
-            return GradingReport(_check_results(checks), flags=_flags(data), unfinished=time_limit_message(timeout),
-                                 measurements=_measurements(data))
+            checks = {
+                grade_id: entry
+                for grade_id, entry in data.get("checks", {}).items()
+                if entry.get("complete") or "failed" in entry.get("tests", {}).values()
+            }  # a failure is final
+            return GradingReport(
+                _check_results(checks),
+                flags=_flags(data),
+                unfinished=time_limit_message(timeout),
+                measurements=_measurements(data),
+            )
         if not report_path.exists():
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             return GradingReport({}, "the hidden graders stopped without a report: " + " | ".join(tail))
@@ -124,11 +145,13 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
 
 def time_limit_message(seconds):
     """What a check left ungraded by the graders' time limit says to the student."""
-    return (f"Not graded: the hidden graders reached their time limit of {seconds:.0f} s for your whole submission "
-            "before this check, and the checks graded before it keep their result. Your graded functions or your "
-            "model are too slow: each call of a graded function may take at most "
-            f"{course_config.SANDBOX_CALL_TIMEOUT_S} s "
-            "and should take well under a second; keep the model within the lab's size, and submit again.")
+    return (
+        f"Not graded: the hidden graders reached their time limit of {seconds:.0f} s for your whole submission "
+        "before this check, and the checks graded before it keep their result. Your graded functions or your "
+        "model are too slow: each call of a graded function may take at most "
+        f"{course_config.SANDBOX_CALL_TIMEOUT_S} s "
+        "and should take well under a second; keep the model within the lab's size, and submit again."
+    )
 
 
 def _read_report(path):
@@ -141,8 +164,10 @@ def _read_report(path):
 
 
 def _check_results(checks):
-    return {grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
-            for grade_id, entry in checks.items()}
+    return {
+        grade_id: CheckResult(grade_id, bool(entry["passed"]), _shorten(" ".join(entry["messages"])))
+        for grade_id, entry in checks.items()
+    }
 
 
 def _flags(data):
@@ -150,5 +175,8 @@ def _flags(data):
 
 
 def _measurements(data):
-    return {str(name): float(value) for name, value in (data.get("measurements") or {}).items()
-            if isinstance(value, (int, float))}
+    return {
+        str(name): float(value)
+        for name, value in (data.get("measurements") or {}).items()
+        if isinstance(value, (int, float))
+    }

@@ -20,8 +20,8 @@ import course_config
 
 MARKER = "<!-- grading table: made by `python -m coursekit.grading_table` from the cells' nbgrader metadata -->"
 HEADING = "## How this lab is graded"
-EXERCISE = "Exercise"   # autograded: a hidden check gives the points
-QUESTION = "Question"   # graded by hand against a mark scheme
+EXERCISE = "Exercise"  # autograded: a hidden check gives the points
+QUESTION = "Question"  # graded by hand against a mark scheme
 KIND_TEXT = {EXERCISE: "Exercise (autograded)", QUESTION: "Question (graded by hand)"}
 AUTOGRADED_COMMENT = re.compile(r"^# Autograded \((\d+) points?\): (.+)$")
 QUESTION_LABEL = re.compile(r"^\*\*Question(?: (\d+))?\.\*\*\s*")
@@ -69,8 +69,15 @@ def rows(notebook):
                     section = _section(line)
         meta = cell.metadata.get("nbgrader", {})
         if is_graded(meta):
-            result.append({"section": section, "grade_id": meta["grade_id"], "kind": kind(cell),
-                           "points": meta.get("points", 0), "about": _about(cell)})
+            result.append(
+                {
+                    "section": section,
+                    "grade_id": meta["grade_id"],
+                    "kind": kind(cell),
+                    "points": meta.get("points", 0),
+                    "about": _about(cell),
+                }
+            )
     return result
 
 
@@ -102,8 +109,9 @@ def table_markdown(notebook):
     ]
     for row in table:
         about = row["about"].replace("|", "\\|")
-        lines.append(f"| {row['section']} | `{row['grade_id']}` | {KIND_TEXT[row['kind']]} | "
-                     f"{row['points']:g} | {about} |")
+        lines.append(
+            f"| {row['section']} | `{row['grade_id']}` | {KIND_TEXT[row['kind']]} | {row['points']:g} | {about} |"
+        )
     lines += [
         "",
         f"**Totals:** exercises (autograded) {_points(auto)}, questions (graded by hand) {_points(hand)}, "

@@ -42,6 +42,7 @@ from coursekit.data import keras_home
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Isolation:
     """How student code is isolated on this machine.
@@ -117,8 +118,9 @@ def _probe(prefix, user_ids=None):
     """'' if the interpreter starts and imports NumPy under ``prefix``, else why not."""
     command = [*prefix, sys.executable, "-I", "-c", "import numpy"]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=60, cwd="/",
-                              preexec_fn=_drop_groups if user_ids else None)
+        done = subprocess.run(
+            command, capture_output=True, timeout=60, cwd="/", preexec_fn=_drop_groups if user_ids else None
+        )
     except (OSError, subprocess.SubprocessError) as error:
         return f"{type(error).__name__}: {error}"
     if done.returncode != 0:
@@ -156,8 +158,10 @@ def isolation(user=None, network=None):
     elif os.getuid() == 0:
         missing.append("user: SANDBOX_USER is empty, so student code runs as root")
     else:
-        missing.append(f"user: the grader is not root, so student code runs as uid {os.getuid()} "
-                       "and can read and write what the grader can")
+        missing.append(
+            f"user: the grader is not root, so student code runs as uid {os.getuid()} "
+            "and can read and write what the grader can"
+        )
     attempts = ([(user_ids, network)] if user_ids else []) + ([(None, True)] if network else [])
     for ids, namespaces in attempts:
         why = _probe(_prefix(ids, namespaces), ids)
@@ -165,11 +169,15 @@ def isolation(user=None, network=None):
             prefix, (uid, gid) = _prefix(ids, namespaces), ids or (uid, gid)
             break
         if ids:
-            missing.append(f"user: {user!r} cannot run {sys.executable} ({why}); make the interpreter and "
-                           "its packages readable and executable for that user. Student code runs as root")
+            missing.append(
+                f"user: {user!r} cannot run {sys.executable} ({why}); make the interpreter and "
+                "its packages readable and executable for that user. Student code runs as root"
+            )
         else:
-            missing.append(f"network and process namespaces: unavailable here ({why}); student code "
-                           "can use the network, and processes it detaches may outlive it")
+            missing.append(
+                f"network and process namespaces: unavailable here ({why}); student code "
+                "can use the network, and processes it detaches may outlive it"
+            )
     if not network:
         missing.append("network: SANDBOX_ISOLATE_NETWORK is off")
     if "--net" in prefix:
@@ -212,10 +220,19 @@ def close_to_others(paths):
 # grading's stored results, nbgrader's log (student ids and verdicts), reports, and the kit's own
 # folders when the course is the kit's folder. Not closed: release/ and nbgrader_config.py.
 PRIVATE_COURSE_NAMES = (
-    "grader_tests", course_config.SOURCE_FOLDER, "source_with_tests", "reference_solution",
-    course_config.SUBMITTED_FOLDER, course_config.AUTOGRADED_FOLDER, course_config.FEEDBACK_FOLDER, "solution",
+    "grader_tests",
+    course_config.SOURCE_FOLDER,
+    "source_with_tests",
+    "reference_solution",
+    course_config.SUBMITTED_FOLDER,
+    course_config.AUTOGRADED_FOLDER,
+    course_config.FEEDBACK_FOLDER,
+    "solution",
     *(course_config.GRADEBOOK_FILE + suffix for suffix in ("", "-journal", "-wal", "-shm")),
-    course_config.GRADES_CSV_FILE, course_config.CLASS_GRADING_RESULTS, ".grader_cache", ".nbgrader.log",
+    course_config.GRADES_CSV_FILE,
+    course_config.CLASS_GRADING_RESULTS,
+    ".grader_cache",
+    ".nbgrader.log",
     course_config.REPORTS_FOLDER,
 )
 # Folders that grading writes into later (nbgrader autograde and generate_feedback): made closed in a
@@ -229,8 +246,17 @@ def private_course_paths(root=None):
     every student's submissions, autograded notebooks, feedback and stored results, and the graders'
     score cache."""
     c = course_config
-    kit = (c.GRADER_TESTS_DIR, c.SOURCE_DIR, c.REFERENCE_DIR, c.SUBMITTED_DIR, c.AUTOGRADED_DIR, c.FEEDBACK_DIR,
-           c.GRADEBOOK, c.GRADES_CSV, c.GRADER_CACHE_DIR)
+    kit = (
+        c.GRADER_TESTS_DIR,
+        c.SOURCE_DIR,
+        c.REFERENCE_DIR,
+        c.SUBMITTED_DIR,
+        c.AUTOGRADED_DIR,
+        c.FEEDBACK_DIR,
+        c.GRADEBOOK,
+        c.GRADES_CSV,
+        c.GRADER_CACHE_DIR,
+    )
     root = Path(root or c.ROOT)
     paths = [*kit] if root == Path(c.ROOT) else [c.GRADER_CACHE_DIR]
     return tuple(dict.fromkeys([*map(Path, paths), *(root / name for name in PRIVATE_COURSE_NAMES)]))
@@ -302,6 +328,7 @@ def scratch_parent():
 
 # Files of the grader's that sandboxed code may read ------------------------------------------------
 
+
 def _readable_copy(source, target):
     """``target`` becomes a read-only (for others) copy of ``source``: a hard link where the file
     is already readable by all, else a copy with mode 0644."""
@@ -356,10 +383,10 @@ def sandbox_readable_file(path):
     return target
 
 
-
 def limit_resources(memory_mb, max_processes, drops_privileges):
     """Runs in the new process before it starts the child: resource limits, no supplementary groups, and
     death with the process that started it (:func:`_die_with_parent`)."""
+
     def apply():
         _die_with_parent()
         limit = memory_mb * 1024 * 1024
@@ -371,6 +398,7 @@ def limit_resources(memory_mb, max_processes, drops_privileges):
         if drops_privileges:
             os.setgroups([])
             resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+
     return apply
 
 
@@ -378,17 +406,24 @@ def limit_resources(memory_mb, max_processes, drops_privileges):
 # kernel alike; everything else (tokens, paths into the grader's home, the grader's PYTHONPATH) is dropped.
 # Each is a setting, never a secret, and each was kept by the kernel before the two lists became this one:
 KEPT_VARIABLES = (
-    "PATH",                                            # programs a notebook starts, e.g. pip in the kit's .venv
-    "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ",    # locale, encoding and time zone of printed text
-    "TERM",                                            # the kernel's terminal capabilities (coloured tracebacks)
-    "MPLBACKEND",                                      # matplotlib's backend (the sandbox's child sets Agg)
-    "KERAS_BACKEND",                                   # the same Keras backend as the graders'
-    "TF_CPP_MIN_LOG_LEVEL",                            # TensorFlow's log noise (the sandbox's child sets 3)
-    "TF_ENABLE_ONEDNN_OPTS",                           # TensorFlow's oneDNN switch, as the graders have it
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",  # thread counts: a shared machine's setting
-    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",           # OpenBLAS on CPUs it does not detect (some VMs)
-    "CUDA_VISIBLE_DEVICES",                            # which GPUs, if any, the grader's processes may use
-    "PYDEVD_DISABLE_FILE_VALIDATION",                  # ipykernel's debugger warning about frozen modules
+    "PATH",  # programs a notebook starts, e.g. pip in the kit's .venv
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",  # locale, encoding and time zone of printed text
+    "TERM",  # the kernel's terminal capabilities (coloured tracebacks)
+    "MPLBACKEND",  # matplotlib's backend (the sandbox's child sets Agg)
+    "KERAS_BACKEND",  # the same Keras backend as the graders'
+    "TF_CPP_MIN_LOG_LEVEL",  # TensorFlow's log noise (the sandbox's child sets 3)
+    "TF_ENABLE_ONEDNN_OPTS",  # TensorFlow's oneDNN switch, as the graders have it
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",  # thread counts: a shared machine's setting
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",  # OpenBLAS on CPUs it does not detect (some VMs)
+    "CUDA_VISIBLE_DEVICES",  # which GPUs, if any, the grader's processes may use
+    "PYDEVD_DISABLE_FILE_VALIDATION",  # ipykernel's debugger warning about frozen modules
 )
 # Kept by the kernel only: what Jupyter and nbgrader set for a kernel (JPY_*, NBGRADER_EXECUTION). The
 # sandbox's child is no kernel, and its runs must not depend on whether nbgrader was re-running a notebook.
@@ -400,9 +435,18 @@ def student_environment(home, env=None, prefixes=()):
     with ``prefixes``) keep of ``env`` (default ``os.environ``), with ``HOME``, ``KERAS_HOME``, matplotlib's
     and IPython's folders and the caches in ``home``, and a fixed hash seed."""
     env = os.environ if env is None else env
-    kept = {key: value for key, value in env.items()
-            if key in KEPT_VARIABLES or (prefixes and key.startswith(tuple(prefixes)))}
+    kept = {
+        key: value
+        for key, value in env.items()
+        if key in KEPT_VARIABLES or (prefixes and key.startswith(tuple(prefixes)))
+    }
     home = Path(home)
-    kept.update(HOME=str(home), KERAS_HOME=str(home / ".keras"), MPLCONFIGDIR=str(home / ".matplotlib"),
-                IPYTHONDIR=str(home / ".ipython"), XDG_CACHE_HOME=str(home / ".cache"), PYTHONHASHSEED="0")
+    kept.update(
+        HOME=str(home),
+        KERAS_HOME=str(home / ".keras"),
+        MPLCONFIGDIR=str(home / ".matplotlib"),
+        IPYTHONDIR=str(home / ".ipython"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        PYTHONHASHSEED="0",
+    )
     return kept

@@ -52,11 +52,19 @@ from traitlets import Dict, Float, Unicode
 
 import course_config
 from coursekit.isolation import (
-    KERNEL_PREFIXES, close_course, find_course_roots, isolation, keras_mirror, limit_resources, sandbox_readable_file,
-    scratch_parent, student_environment,
+    KERNEL_PREFIXES,
+    close_course,
+    find_course_roots,
+    isolation,
+    keras_mirror,
+    limit_resources,
+    sandbox_readable_file,
+    scratch_parent,
+    student_environment,
 )
 
 log = logging.getLogger(__name__)
+
 
 def file_variables():
     """Environment variables that name a file a notebook reads (Lab 3: VGG16's weights)."""
@@ -84,8 +92,10 @@ def _prepare_home(home):
     for part in ("datasets", "models"):
         (home / ".keras" / part).symlink_to(mirror / part)
     (home / ".matplotlib").mkdir()
-    cache = Path(os.environ.get("MPLCONFIGDIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                 / "matplotlib")
+    cache = Path(
+        os.environ.get("MPLCONFIGDIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "matplotlib"
+    )
     for font_list in cache.glob("fontlist-*.json") if cache.is_dir() else ():
         shutil.copyfile(font_list, home / ".matplotlib" / font_list.name)
 
@@ -141,9 +151,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
         if where.drops_privileges:
             os.chown(self.connection_file, where.uid, where.gid)
-        kw.update(cwd=str(self.scratch / "work"), env=kernel_environment(kw.get("env"), self.scratch / "home"),
-                  preexec_fn=limit_resources(course_config.NOTEBOOK_KERNEL_MEMORY_MB,
-                                                      course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges))
+        kw.update(
+            cwd=str(self.scratch / "work"),
+            env=kernel_environment(kw.get("env"), self.scratch / "home"),
+            preexec_fn=limit_resources(
+                course_config.NOTEBOOK_KERNEL_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges
+            ),
+        )
         self.isolation = where
         return [*where.prefix, *kernel_cmd], kw
 
@@ -155,25 +169,31 @@ class SandboxedKernelManager(AsyncKernelManager):
 
 
 def _cell_limit_message():
-    return (f"This cell ran past the time limit and was interrupted: when your notebook is graded, each cell may "
-            f"run at most {course_config.NOTEBOOK_CELL_TIMEOUT_S} s. Make it train only briefly when the "
-            "environment variable NBGRADER_EXECUTION is set (the lab's instructions show how), and submit again.")
+    return (
+        f"This cell ran past the time limit and was interrupted: when your notebook is graded, each cell may "
+        f"run at most {course_config.NOTEBOOK_CELL_TIMEOUT_S} s. Make it train only briefly when the "
+        "environment variable NBGRADER_EXECUTION is set (the lab's instructions show how), and submit again."
+    )
 
 
 def _unresponsive_message(seconds):
-    return (f"This cell ran past the time limit ({seconds} s) and did not stop when it was interrupted (does it "
-            "catch KeyboardInterrupt or ignore SIGINT?), so the notebook was stopped here and the cells after it "
-            "were not run. Let Ctrl-C stop your code, make it train only briefly when NBGRADER_EXECUTION is set, "
-            "and submit again. Your checks are graded by the hidden graders all the same.")
+    return (
+        f"This cell ran past the time limit ({seconds} s) and did not stop when it was interrupted (does it "
+        "catch KeyboardInterrupt or ignore SIGINT?), so the notebook was stopped here and the cells after it "
+        "were not run. Let Ctrl-C stop your code, make it train only briefly when NBGRADER_EXECUTION is set, "
+        "and submit again. Your checks are graded by the hidden graders all the same."
+    )
 
 
 def dead_kernel_message():
     """The message of the cell during which the re-run's kernel died."""
-    return ("The notebook's kernel died while this cell ran (it may have used more memory than the "
-            f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own "
-            "process), so the notebook was stopped here and the cells after it were not run. Make it train only "
-            "briefly when NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by "
-            "the hidden graders all the same.")
+    return (
+        "The notebook's kernel died while this cell ran (it may have used more memory than the "
+        f"{course_config.NOTEBOOK_KERNEL_MEMORY_MB} MB a graded re-run may use, crashed, or ended its own "
+        "process), so the notebook was stopped here and the cells after it were not run. Make it train only "
+        "briefly when NBGRADER_EXECUTION is set, let it end normally, and submit again. Your checks are graded by "
+        "the hidden graders all the same."
+    )
 
 
 class SandboxedExecute(Execute):
@@ -193,11 +213,18 @@ class SandboxedExecute(Execute):
     """
 
     error_on_timeout = Dict(
-        default_value={"ename": "CellTimeoutError", "evalue": _cell_limit_message(),
-                       "traceback": [f"CellTimeoutError: {_cell_limit_message()}"]},
-        help="The error output of a cell that was interrupted at its time limit.").tag(config=True)
-    deadline = Float(0, help="time.monotonic() after which no further cell is started (0: no limit); "
-                             "class grading's limit per submission.")
+        default_value={
+            "ename": "CellTimeoutError",
+            "evalue": _cell_limit_message(),
+            "traceback": [f"CellTimeoutError: {_cell_limit_message()}"],
+        },
+        help="The error output of a cell that was interrupted at its time limit.",
+    ).tag(config=True)
+    deadline = Float(
+        0,
+        help="time.monotonic() after which no further cell is started (0: no limit); "
+        "class grading's limit per submission.",
+    )
     deadline_note = Unicode("", help="The message shown in the first cell not run because of ``deadline``.")
 
     def __init__(self, *args, **kwargs):
@@ -217,8 +244,12 @@ class SandboxedExecute(Execute):
         if self.stopped or cell.cell_type != "code":
             return cell, self.resources
         if self.deadline and time.monotonic() >= self.deadline:
-            self._stop(cell, self.deadline_note or "The time limit for the whole notebook was reached before "
-                       "this cell: it and the cells after it were not run.")
+            self._stop(
+                cell,
+                self.deadline_note
+                or "The time limit for the whole notebook was reached before "
+                "this cell: it and the cells after it were not run.",
+            )
             return cell, self.resources
         limit = self._get_timeout(cell)
         try:

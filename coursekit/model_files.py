@@ -34,25 +34,98 @@ MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 VALUE_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"})
 
 # Built-in Keras layers that compute from their configuration and weights only: no file, no code.
-SAFE_LAYERS = frozenset({
-    "InputLayer", "Dense", "EinsumDense", "Activation", "Identity", "Masking",
-    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-    "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "GaussianNoise",
-    "AlphaDropout", "ActivityRegularization",
-    "Reshape", "Flatten", "Permute", "RepeatVector", "Cropping1D", "Cropping2D", "Cropping3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "UpSampling1D", "UpSampling2D", "UpSampling3D",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
-    "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
-    "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandomCrop", "RandomFlip", "RandomTranslation",
-    "RandomRotation", "RandomZoom", "RandomContrast", "RandomBrightness", "RandomGaussianBlur",
-    "RandomErasing", "RandomSharpness", "RandomGrayscale", "RandomColorJitter", "RandomPerspective",
-    "RandomShear", "AutoContrast", "Solarization", "RandomInvert", "RandomPosterization",
-})
+SAFE_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Dense",
+        "EinsumDense",
+        "Activation",
+        "Identity",
+        "Masking",
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "SeparableConv1D",
+        "SeparableConv2D",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Reshape",
+        "Flatten",
+        "Permute",
+        "RepeatVector",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "Dot",
+        "ReLU",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "Softmax",
+        "Rescaling",
+        "Normalization",
+        "Resizing",
+        "CenterCrop",
+        "RandomCrop",
+        "RandomFlip",
+        "RandomTranslation",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomContrast",
+        "RandomBrightness",
+        "RandomGaussianBlur",
+        "RandomErasing",
+        "RandomSharpness",
+        "RandomGrayscale",
+        "RandomColorJitter",
+        "RandomPerspective",
+        "RandomShear",
+        "AutoContrast",
+        "Solarization",
+        "RandomInvert",
+        "RandomPosterization",
+    }
+)
 
 
 @dataclass
@@ -88,39 +161,54 @@ def read_model_file(path):
     """
     path = Path(path)
     name = path.name
-    expect(path.is_file() and not path.is_symlink(),
-           f"The saved model file {name} is missing from the submission. Run the notebook's save cell and "
-           "submit the file with it.")
+    expect(
+        path.is_file() and not path.is_symlink(),
+        f"The saved model file {name} is missing from the submission. Run the notebook's save cell and "
+        "submit the file with it.",
+    )
     limit = course_config.SUBMITTED_MODEL_MAX_MB * 1024 * 1024
-    expect(path.stat().st_size <= limit,
-           f"{name} is {path.stat().st_size / 2**20:.0f} MB; the grader accepts at most "
-           f"{course_config.SUBMITTED_MODEL_MAX_MB} MB. {_fix_hint()}")
+    expect(
+        path.stat().st_size <= limit,
+        f"{name} is {path.stat().st_size / 2**20:.0f} MB; the grader accepts at most "
+        f"{course_config.SUBMITTED_MODEL_MAX_MB} MB. {_fix_hint()}",
+    )
     content = path.read_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = archive.infolist()
             names = [member.filename for member in members]
             unpacked = sum(member.file_size for member in members)
-            expect(unpacked <= limit, f"{name} unpacks to {unpacked / 2**20:.0f} MB; the grader accepts at most "
-                                      f"{course_config.SUBMITTED_MODEL_MAX_MB} MB. {_fix_hint()}")
-            expect("config.json" in names and WEIGHTS_MEMBER in names,
-                   f"{name} holds no model configuration and weights (config.json, {WEIGHTS_MEMBER}): it is "
-                   f"not a file written by model.save(MODEL_PATH). {_fix_hint()}")
+            expect(
+                unpacked <= limit,
+                f"{name} unpacks to {unpacked / 2**20:.0f} MB; the grader accepts at most "
+                f"{course_config.SUBMITTED_MODEL_MAX_MB} MB. {_fix_hint()}",
+            )
+            expect(
+                "config.json" in names and WEIGHTS_MEMBER in names,
+                f"{name} holds no model configuration and weights (config.json, {WEIGHTS_MEMBER}): it is "
+                f"not a file written by model.save(MODEL_PATH). {_fix_hint()}",
+            )
             odd = sorted(set(names) - ALLOWED_MEMBERS)
-            expect(not odd and len(names) == len(set(names)),
-                   f"{name} holds files a saved Keras model does not have ({', '.join(odd[:5]) or 'duplicates'}). "
-                   f"{_fix_hint()}")
+            expect(
+                not odd and len(names) == len(set(names)),
+                f"{name} holds files a saved Keras model does not have ({', '.join(odd[:5]) or 'duplicates'}). "
+                f"{_fix_hint()}",
+            )
             config = json.loads(archive.read("config.json").decode("utf-8"))
     except CheckFailed:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, NotImplementedError):
         raise CheckFailed(
             f"{name} is not a complete Keras model file: a .keras file is a zip archive, and this one is "
-            f"damaged, cut short or something else (e.g. an .h5 file renamed). {_fix_hint()}") from None
+            f"damaged, cut short or something else (e.g. an .h5 file renamed). {_fix_hint()}"
+        ) from None
     problems = config_problems(config)
-    expect(not problems, f"{name} cannot be graded: {'; '.join(problems[:3])}. The grader opens only models "
-                         "made of Keras's built-in layers that compute from their own weights (no Lambda, "
-                         "TFSMLayer or custom layers, nothing that loads other files).")
+    expect(
+        not problems,
+        f"{name} cannot be graded: {'; '.join(problems[:3])}. The grader opens only models "
+        "made of Keras's built-in layers that compute from their own weights (no Lambda, "
+        "TFSMLayer or custom layers, nothing that loads other files).",
+    )
     return ModelFile(path, config, content)
 
 
@@ -180,8 +268,10 @@ def rebuild_architecture(model_file):
     try:
         return keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as error:
-        raise CheckFailed(f"The architecture in {model_file.name} could not be rebuilt from its configuration "
-                          f"({type(error).__name__}: {str(error)[:200]}). {_fix_hint()}") from None
+        raise CheckFailed(
+            f"The architecture in {model_file.name} could not be rebuilt from its configuration "
+            f"({type(error).__name__}: {str(error)[:200]}). {_fix_hint()}"
+        ) from None
 
 
 def run_model_file(model_file, images, timeout, weights_of=()):

@@ -63,9 +63,16 @@ def gradebook_cells(resources):
         solutions = {cell.name for cell in notebook.solution_cells}
         for source in notebook.source_cells:
             cells[source.name] = SimpleNamespace(
-                name=source.name, cell_type=source.cell_type, locked=source.locked, source=source.source,
-                checksum=source.checksum, grade=source.name in graded, solution=source.name in solutions,
-                task=source.name in tasks, points=graded.get(source.name, tasks.get(source.name)))
+                name=source.name,
+                cell_type=source.cell_type,
+                locked=source.locked,
+                source=source.source,
+                checksum=source.checksum,
+                grade=source.name in graded,
+                solution=source.name in solutions,
+                task=source.name in tasks,
+                points=graded.get(source.name, tasks.get(source.name)),
+            )
     return cells
 
 
@@ -77,14 +84,22 @@ def stand_in_notebook(resources, problem):
     the submitted files themselves (:class:`HiddenGraders`), so the checks that need no notebook, such as the
     saved model, keep their points, as in ``coursekit grade`` and class grading.
     """
-    note = ("**Your notebook could not be read, so it was graded without it.** " + problem + "\n\n"
-            "Only the checks that need no notebook (the saved model file) can give points; every answer "
-            "scores 0. What follows is the released notebook's graded cells, not your work.")
+    note = (
+        "**Your notebook could not be read, so it was graded without it.** " + problem + "\n\n"
+        "Only the checks that need no notebook (the saved model file) can give points; every answer "
+        "scores 0. What follows is the released notebook's graded cells, not your work."
+    )
     cells = [nbformat.v4.new_markdown_cell(note)]
     for cell in gradebook_cells(resources).values():
         new_cell = nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell
-        meta = {"grade": cell.grade, "solution": cell.solution, "locked": cell.locked, "grade_id": cell.name,
-                "schema_version": 3, "checksum": cell.checksum}
+        meta = {
+            "grade": cell.grade,
+            "solution": cell.solution,
+            "locked": cell.locked,
+            "grade_id": cell.name,
+            "schema_version": 3,
+            "checksum": cell.checksum,
+        }
         if cell.task:
             meta["task"] = True
         if cell.points is not None:
@@ -129,16 +144,20 @@ def grade_unreadable_notebooks_without_them(step=course_config.SUBMITTED_FOLDER)
 
 def autograder_tests(resources):
     """The released notebook's autograder test cells, by grade id (see :func:`gradebook_cells`)."""
-    return {name: cell for name, cell in gradebook_cells(resources).items()
-            if cell.grade and not cell.solution and cell.cell_type == "code"}
+    return {
+        name: cell
+        for name, cell in gradebook_cells(resources).items()
+        if cell.grade and not cell.solution and cell.cell_type == "code"
+    }
 
 
 def verdict_outputs(result):
     """Cell outputs that make nbgrader award full points (passed) or none (failed)."""
     if result.passed:
         return [new_output("stream", name="stdout", text="Passed the hidden check.\n")]
-    return [new_output("error", ename="Check failed", evalue=result.message,
-                       traceback=[f"Check failed: {result.message}"])]
+    return [
+        new_output("error", ename="Check failed", evalue=result.message, traceback=[f"Check failed: {result.message}"])
+    ]
 
 
 class VerdictsPreprocessor(NbGraderPreprocessor):
@@ -153,8 +172,11 @@ class VerdictsPreprocessor(NbGraderPreprocessor):
         if report.problem:
             self.log.error("Hidden graders failed on %s: %s", resources["nbgrader"]["student"], report.problem)
         if report.unfinished:
-            self.log.warning("Hidden graders stopped at their time limit on %s: %s",
-                             resources["nbgrader"]["student"], report.unfinished)
+            self.log.warning(
+                "Hidden graders stopped at their time limit on %s: %s",
+                resources["nbgrader"]["student"],
+                report.unfinished,
+            )
         for note in report.flags:  # suggestive evidence: the points stand, the instructor should look
             self.log.warning("For review, %s: %s", resources["nbgrader"]["student"], note)
         # The gradebook, not the submission's metadata, says which cells are autograder tests.
@@ -190,8 +212,9 @@ class HiddenGraders(VerdictsPreprocessor):
     def report(self, nb, resources):
         notebook = self.submitted_notebook(resources)
         self.log.info("Running the hidden graders on %s", notebook)
-        return grade_notebook(notebook, resources["nbgrader"]["assignment"],
-                              course=CourseDirectory(config=self.config).root)
+        return grade_notebook(
+            notebook, resources["nbgrader"]["assignment"], course=CourseDirectory(config=self.config).root
+        )
 
 
 class NoteLeftOutFiles(NbGraderPreprocessor):
@@ -302,12 +325,57 @@ class CleanSubmission(NbGraderPreprocessor):
 
 
 # What honest notebooks show (pandas tables, Markdown's HTML): no scripts, styles, frames, forms or handlers.
-SAFE_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "del", "details", "div", "em", "h1", "h2",
-             "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "small", "span",
-             "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"}
-SAFE_ATTRIBUTES = {"*": ["class", "title"], "a": ["href"], "img": ["src", "alt", "width", "height"],
-                   "td": ["colspan", "rowspan", "align"], "th": ["colspan", "rowspan", "align"],
-                   "table": ["border"]}
+SAFE_TAGS = {
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "del",
+    "details",
+    "div",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "kbd",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+}
+SAFE_ATTRIBUTES = {
+    "*": ["class", "title"],
+    "a": ["href"],
+    "img": ["src", "alt", "width", "height"],
+    "td": ["colspan", "rowspan", "align"],
+    "th": ["colspan", "rowspan", "align"],
+    "table": ["border"],
+}
 
 
 class SanitizeSubmission(SanitizeHTML):
@@ -338,8 +406,10 @@ class SanitizeSubmission(SanitizeHTML):
 
 
 def _cut_note(size):
-    return (f"\n[... output cut by the grader: it was {size:,} characters, more than the "
-            f"{course_config.NOTEBOOK_OUTPUT_MAX_CHARS:,} shown. Print a summary (shapes, a few values) instead.]")
+    return (
+        f"\n[... output cut by the grader: it was {size:,} characters, more than the "
+        f"{course_config.NOTEBOOK_OUTPUT_MAX_CHARS:,} shown. Print a summary (shapes, a few values) instead.]"
+    )
 
 
 def bounded_output(output):
@@ -367,8 +437,10 @@ def bounded_output(output):
         for key in list(data):
             if key.startswith("image/") and len(str(data[key])) > limit:
                 size = len(str(data.pop(key)))
-                data["text/plain"] = (f"[an image of {size:,} characters, over the grader's limit of {limit:,}, was "
-                                      "left out. Save smaller figures (fewer points, a lower dpi).]")
+                data["text/plain"] = (
+                    f"[an image of {size:,} characters, over the grader's limit of {limit:,}, was "
+                    "left out. Save smaller figures (fewer points, a lower dpi).]"
+                )
             elif isinstance(data[key], (str, list)):
                 data[key] = cut(data[key])
     return output

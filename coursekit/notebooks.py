@@ -32,8 +32,10 @@ def read_submission(path, max_mb=None):
     max_mb = max_mb or course_config.SUBMISSION_MAX_MB
     name = path.name
     if path.is_symlink():  # never followed: it could point at any file the grader can read
-        raise NotebookProblem(f"The notebook {name} is a link to another file, not the notebook itself. "
-                              "Submit the .ipynb file that Jupyter saved (a copy, not a link).")
+        raise NotebookProblem(
+            f"The notebook {name} is a link to another file, not the notebook itself. "
+            "Submit the .ipynb file that Jupyter saved (a copy, not a link)."
+        )
     if not path.is_file():
         raise NotebookProblem(f"The notebook {name} is missing from the submission.")
     size = path.stat().st_size
@@ -41,7 +43,8 @@ def read_submission(path, max_mb=None):
         raise NotebookProblem(
             f"The notebook {name} is {size / 2**20:.0f} MB; the grader accepts at most {max_mb} MB. Its outputs "
             "are too large (printed arrays, many or huge figures): clear the outputs, run the cells again "
-            "without printing whole arrays, and submit again.")
+            "without printing whole arrays, and submit again."
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -56,29 +59,37 @@ def read_submission(path, max_mb=None):
         where = f" (line {error.lineno}, column {error.colno}: {error.msg})" if hasattr(error, "lineno") else ""
         raise NotebookProblem(
             f"The notebook {name} is not valid JSON{where}: it was cut short or edited outside Jupyter. "
-            "Open your work in Jupyter, save it, and submit the saved file.") from None
+            "Open your work in Jupyter, save it, and submit the saved file."
+        ) from None
     _check_structure(data, name)
     try:
         notebook = nbformat.reads(text, as_version=4)
         nbformat.validate(notebook)
         json.dumps(notebook, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be written back
     except UnicodeEncodeError:
-        raise NotebookProblem(f"The notebook {name} holds text that is not valid Unicode (an unpaired "
-                              "surrogate escape such as \\udc80). Remove it, save in Jupyter and submit "
-                              "again.") from None
+        raise NotebookProblem(
+            f"The notebook {name} holds text that is not valid Unicode (an unpaired "
+            "surrogate escape such as \\udc80). Remove it, save in Jupyter and submit "
+            "again."
+        ) from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise NotebookProblem(
             f"The notebook {name} does not follow the Jupyter notebook format ({reason}). Open it in Jupyter, "
-            "save it, and submit the saved file.") from None
+            "save it, and submit the saved file."
+        ) from None
     return notebook
 
 
 def _check_structure(data, name):
     """The few facts nbformat needs before it can even convert or validate a notebook."""
     if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
-        raise NotebookProblem(f"The file {name} is JSON but not a Jupyter notebook (it has no 'nbformat' "
-                              "number). Submit the .ipynb file that Jupyter saved.")
+        raise NotebookProblem(
+            f"The file {name} is JSON but not a Jupyter notebook (it has no 'nbformat' "
+            "number). Submit the .ipynb file that Jupyter saved."
+        )
     if data["nbformat"] < 3:
-        raise NotebookProblem(f"The notebook {name} is in the very old format nbformat {data['nbformat']}. "
-                              "Open it in a current Jupyter, save it, and submit the saved file.")
+        raise NotebookProblem(
+            f"The notebook {name} is in the very old format nbformat {data['nbformat']}. "
+            "Open it in a current Jupyter, save it, and submit the saved file."
+        )

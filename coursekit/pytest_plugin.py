@@ -22,8 +22,16 @@ import pytest
 from coursekit.atomic_files import write_text_atomically
 from coursekit.checks import GRADER_MEASUREMENTS, INSTRUCTOR_FLAGS, CheckFailed
 
-__all__ = ["pytest_addoption", "pytest_configure", "pytest_collection_finish", "pytest_runtest_makereport",
-           "pytest_sessionfinish", "notebook_path", "submission_dir", "fashion_mnist"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_collection_finish",
+    "pytest_runtest_makereport",
+    "pytest_sessionfinish",
+    "notebook_path",
+    "submission_dir",
+    "fashion_mnist",
+]
 
 _OUTCOMES = pytest.StashKey[dict]()
 _COLLECTED = pytest.StashKey[dict]()  # grade id -> node ids of its tests
@@ -126,9 +134,18 @@ def _write_report(config, finished):
     for grade_id, outcome in config.stash[_OUTCOMES].items():
         complete = set(outcome["tests"]) >= collected.get(grade_id, set())
         passed = bool(outcome["tests"]) and all(v == "passed" for v in outcome["tests"].values())
-        checks[grade_id] = {"passed": passed and complete, "complete": complete, "messages": outcome["messages"],
-                            "tests": outcome["tests"]}
+        checks[grade_id] = {
+            "passed": passed and complete,
+            "complete": complete,
+            "messages": outcome["messages"],
+            "tests": outcome["tests"],
+        }
     notebook = config.getoption("--notebook", default=None)
-    report = {"notebook": notebook, "finished": finished, "checks": checks, "flags": list(INSTRUCTOR_FLAGS),
-              "measurements": dict(GRADER_MEASUREMENTS)}
+    report = {
+        "notebook": notebook,
+        "finished": finished,
+        "checks": checks,
+        "flags": list(INSTRUCTOR_FLAGS),
+        "measurements": dict(GRADER_MEASUREMENTS),
+    }
     write_text_atomically(path, json.dumps(report, indent=1))  # a run killed while writing leaves the last report whole

@@ -65,8 +65,9 @@ def execute(notebook, folder, seed, timeout=None):
     os.environ["LAB_SEED"] = str(seed)
     os.environ.pop("NBGRADER_EXECUTION", None)
     try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(folder)}}).execute()
+        NotebookClient(
+            notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        ).execute()
     finally:
         for key, value in saved.items():
             if value is None:
@@ -80,8 +81,13 @@ def hardware():
     """The machine a reference run ran on: CPU model and cores, GPUs, architecture and system."""
     from coursekit.machine import cpu_model
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": _gpu_names(), "machine": platform.machine(),
-            "system": platform.system()}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "gpu": _gpu_names(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
 
 
 def _gpu_names():
@@ -89,8 +95,9 @@ def _gpu_names():
     import subprocess
 
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     names = [line.strip() for line in done.stdout.splitlines() if line.strip()]
@@ -120,19 +127,31 @@ def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
 
     data = load_fashion_mnist()
     model = keras.saving.load_model(model_path, compile=False)
-    recipe = {"train_size": settings.retrain_train_size, "epochs": settings.retrain_epochs,
-              "batch_size": settings.retrain_batch_size, "learning_rate": settings.retrain_learning_rate}
+    recipe = {
+        "train_size": settings.retrain_train_size,
+        "epochs": settings.retrain_epochs,
+        "batch_size": settings.retrain_batch_size,
+        "learning_rate": settings.retrain_learning_rate,
+    }
     if isinstance(settings, course_config.TransferLabSettings):
         from coursekit.vgg16 import head_retraining
 
         head = model.get_layer("classifier_head")
-        recipe.update(test_size=settings.retrain_test_size, features=f"VGG16 {settings.feature_layer}, "
-                      f"{settings.feature_image_size}x{settings.feature_image_size} zero-padded")
+        recipe.update(
+            test_size=settings.retrain_test_size,
+            features=f"VGG16 {settings.feature_layer}, "
+            f"{settings.feature_image_size}x{settings.feature_image_size} zero-padded",
+        )
         scores = [round(head_retraining(head, data, settings, seed=seed), 4) for seed in seeds]
     else:
         scores = [round(brief_retraining(model, data, settings, seed=seed), 4) for seed in seeds]
-    return {"recipe": recipe, "seeds": list(seeds), "test_accuracy": scores, "min": min(scores),
-            "mean": round(statistics.mean(scores), 4)}
+    return {
+        "recipe": recipe,
+        "seeds": list(seeds),
+        "test_accuracy": scores,
+        "min": min(scores),
+        "mean": round(statistics.mean(scores), 4),
+    }
 
 
 def refresh_markdown(settings):
@@ -245,8 +264,10 @@ def run_reference(settings, seeds, planned=None):
         committed = None if record is not None else _committed_seed(lab_dir, seed, digest)
         if committed is not None and (index > 0 or (lab_dir / settings.model_file).exists()):
             record = committed
-            print(f"[reference] {settings.assignment}: seed {seed} recorded in results.json from this source: kept",
-                  flush=True)
+            print(
+                f"[reference] {settings.assignment}: seed {seed} recorded in results.json from this source: kept",
+                flush=True,
+            )
         elif record is not None:
             print(f"[reference] {settings.assignment}: seed {seed} already run from this source: kept", flush=True)
         else:
@@ -257,11 +278,16 @@ def run_reference(settings, seeds, planned=None):
             load_before = round(os.getloadavg()[0], 2)
             start = time.perf_counter()
             executed = execute(notebook, folder, seed)
-            record = {"seed": seed, **results_line(executed),
-                      "notebook_seconds": round(time.perf_counter() - start, 1),
-                      "load_average_before": load_before, "load_average_after": round(os.getloadavg()[0], 2),
-                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "hardware": hardware(), "source_digest": digest}
+            record = {
+                "seed": seed,
+                **results_line(executed),
+                "notebook_seconds": round(time.perf_counter() - start, 1),
+                "load_average_before": load_before,
+                "load_average_after": round(os.getloadavg()[0], 2),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "hardware": hardware(),
+                "source_digest": digest,
+            }
             nbformat.write(executed, folder / settings.notebook)
             _save_json(folder / "record.json", record)
             print(f"[reference]   {json.dumps(record)}", flush=True)
@@ -270,8 +296,9 @@ def run_reference(settings, seeds, planned=None):
             if record is not committed:  # a committed seed's notebook and model are in place already
                 shutil.copyfile(folder / settings.notebook, lab_dir / settings.notebook)
                 shutil.copyfile(folder / settings.model_file, lab_dir / settings.model_file)
-            retraining = (record.get("grader_retraining")
-                          or calibrate_retraining(lab_dir / settings.model_file, settings))
+            retraining = record.get("grader_retraining") or calibrate_retraining(
+                lab_dir / settings.model_file, settings
+            )
             record["grader_retraining"] = retraining
             if record is not committed:
                 _save_json(folder / "record.json", record)
@@ -279,6 +306,9 @@ def run_reference(settings, seeds, planned=None):
         _write_results(lab_dir, settings, sorted({*(planned or seeds), *seeds}), rows, retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
     shutil.rmtree(runs_dir, ignore_errors=True)
-    print(f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
-          f"± {results['test_accuracy_std']:.4f} over seeds {list(seeds)}", flush=True)
+    print(
+        f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
+        f"± {results['test_accuracy_std']:.4f} over seeds {list(seeds)}",
+        flush=True,
+    )
     return results

@@ -36,7 +36,12 @@ import numpy as np
 
 import course_config
 from coursekit.isolation import (
-    close_course, find_course_roots, isolation, limit_resources, scratch_parent, student_environment,
+    close_course,
+    find_course_roots,
+    isolation,
+    limit_resources,
+    scratch_parent,
+    student_environment,
 )
 from coursekit.notebooks import NotebookProblem, read_submission
 
@@ -97,7 +102,7 @@ class SandboxRun:
 
     results: dict
     cell_problems: list
-    stopped: str = ""    # why the child stopped early, if it did
+    stopped: str = ""  # why the child stopped early, if it did
     isolation: tuple = ()  # what isolated the child (see :func:`coursekit.isolation.isolation`)
 
     def __getitem__(self, name):
@@ -113,18 +118,24 @@ def _child_environment(workdir):
 def _encode_calls(calls):
     arrays, encoded = {}, []
     for call in calls:
+
         def encode(value, slot, call=call):
             if isinstance(value, np.ndarray):
                 key = f"{call.name}__{slot}"
                 arrays[key] = value
                 return {"array": key}
             return value
-        encoded.append({
-            "name": call.name, "function": call.function, "returns": call.returns,
-            "return_args": call.return_args,
-            "args": [encode(value, f"a{i}") for i, value in enumerate(call.args)],
-            "kwargs": {key: encode(value, f"k_{key}") for key, value in call.kwargs.items()},
-        })
+
+        encoded.append(
+            {
+                "name": call.name,
+                "function": call.function,
+                "returns": call.returns,
+                "return_args": call.return_args,
+                "args": [encode(value, f"a{i}") for i, value in enumerate(call.args)],
+                "kwargs": {key: encode(value, f"k_{key}") for key, value in call.kwargs.items()},
+            }
+        )
     return encoded, arrays
 
 
@@ -203,11 +214,16 @@ def _result_from_record(record, call, workdir, budget):
         try:
             fits = budget.take(_npz_size(npz_path))
         except Exception as error:  # a file the student's code forged or damaged
-            return CallResult(call.name, False, f"`{call.function}`'s results could not be read back "
-                                                f"({type(error).__name__}).")
+            return CallResult(
+                call.name, False, f"`{call.function}`'s results could not be read back ({type(error).__name__})."
+            )
         if not fits:
-            return CallResult(call.name, False, f"`{call.function}` returned more data than the grader accepts "
-                                                f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB in all).")
+            return CallResult(
+                call.name,
+                False,
+                f"`{call.function}` returned more data than the grader accepts "
+                f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB in all).",
+            )
         with np.load(npz_path, allow_pickle=False) as data:
             stored = {key: data[key] for key in data.files}
         if call.returns in ("array", "arrays"):
@@ -216,8 +232,10 @@ def _result_from_record(record, call, workdir, budget):
             value = items[0] if call.returns == "array" and items else items
         elif call.returns == "model_weights":
             count = int(value.get("arrays", 0)) if isinstance(value, dict) else 0
-            value = {"json": value.get("json") if isinstance(value, dict) else None,
-                     "weights": tuple(stored.get(f"{call.name}__{i}") for i in range(count))}
+            value = {
+                "json": value.get("json") if isinstance(value, dict) else None,
+                "weights": tuple(stored.get(f"{call.name}__{i}") for i in range(count)),
+            }
         args_after = tuple(stored[key] for key in sorted(stored) if "__arg" in key)
     return CallResult(call.name, True, "", value, args_after)
 
@@ -279,8 +297,7 @@ def _run_once(notebook_text, calls, timeout, total_timeout, call_timeout, limits
     try:
         (workdir / "submission.ipynb").write_text(notebook_text, encoding="utf-8")
         encoded, arrays = _encode_calls(calls)
-        request = {"notebook": str(workdir / "submission.ipynb"), "calls": encoded,
-                   "call_timeout": call_timeout}
+        request = {"notebook": str(workdir / "submission.ipynb"), "calls": encoded, "call_timeout": call_timeout}
         (workdir / "request.json").write_text(json.dumps(request), encoding="utf-8")
         if arrays:
             np.savez(workdir / "inputs.npz", **arrays)
@@ -301,9 +318,13 @@ def _run_child(workdir, timeout, total_timeout, limits, where, script=CHILD_SCRI
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: its size is bounded by RLIMIT_FSIZE
         process = subprocess.Popen(
             [*where.prefix, sys.executable, "-I", str(script), str(workdir)],
-            cwd=workdir, env=_child_environment(workdir), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr,
-            start_new_session=True, preexec_fn=limit_resources(memory_mb, max_processes, where.drops_privileges),
+            cwd=workdir,
+            env=_child_environment(workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=limit_resources(memory_mb, max_processes, where.drops_privileges),
         )
         try:
             process.wait(timeout=timeout)
@@ -323,6 +344,7 @@ def _run_child(workdir, timeout, total_timeout, limits, where, script=CHILD_SCRI
 
 
 # Submitted model files ----------------------------------------------------------------------------
+
 
 def run_model_child(content, images, weights_of, timeout, memory_mb=None):
     """Open a submitted model file (``content``, bytes) in a sandbox child and predict ``images``.
@@ -345,9 +367,11 @@ def run_model_child(content, images, weights_of, timeout, memory_mb=None):
             os.chown(workdir, where.uid, where.gid)
         stopped = _run_child(workdir, timeout, timeout, limits, where, script=MODEL_CHILD_SCRIPT)
         if stopped.startswith("the sandbox reached its time limit"):
-            return {"error": f"loading it and predicting {count:,} images took longer than {timeout:.0f} s, the "
-                             "grader's limit for a saved model. Submit the model the notebook trained and saved "
-                             "(model.save): it predicts these images in seconds."}
+            return {
+                "error": f"loading it and predicting {count:,} images took longer than {timeout:.0f} s, the "
+                "grader's limit for a saved model. Submit the model the notebook trained and saved "
+                "(model.save): it predicts these images in seconds."
+            }
         if stopped:
             return {"error": f"{stopped}."}
         return _read_model_outputs(workdir)
@@ -364,14 +388,14 @@ def _read_model_outputs(workdir):
         if not result.get("ok"):
             return {"error": str(result.get("error") or "the model could not be opened")[:600] + "."}
         if not _regular_file(out_path) or not _Budget().take(_npz_size(out_path)):
-            return {"error": "its outputs are larger than the grader accepts "
-                             f"({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."}
+            return {
+                "error": f"its outputs are larger than the grader accepts ({course_config.SANDBOX_MAX_OUTPUT_MB} MB)."
+            }
         with np.load(out_path, allow_pickle=False) as data:
             stored = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         return {"error": f"its outputs could not be read back ({type(error).__name__})."}
-    predictions = {key.removeprefix("predict__"): value for key, value in stored.items()
-                   if key.startswith("predict__")}
+    predictions = {key.removeprefix("predict__"): value for key, value in stored.items() if key.startswith("predict__")}
     weights = {}
     for index, name in enumerate(result.get("weight_layers") or []):
         arrays, slot = [], 0

@@ -19,7 +19,13 @@ import numpy as np
 
 import course_config
 from coursekit.checks import (
-    balanced_subset, expect, flag_for_instructor, input_shape, leaf_layers, record_measurement, remembered,
+    balanced_subset,
+    expect,
+    flag_for_instructor,
+    input_shape,
+    leaf_layers,
+    record_measurement,
+    remembered,
 )
 from coursekit.model_files import SAFE_LAYERS, read_model_file, rebuild_architecture, run_model_file
 
@@ -28,13 +34,34 @@ from coursekit.model_files import SAFE_LAYERS, read_model_file, rebuild_architec
 # those students write either as a layer or as an argument (activations, an explicit input layer),
 # reshaping and scaling, and the normalisation layers that build functions switch on and off with an
 # argument (batch_norm=False), as they do dropout (dropout_rate=0) and augmentation (augment=False).
-IGNORED_IN_SIGNATURE = frozenset({
-    "InputLayer", "Activation", "Softmax", "ReLU", "LeakyReLU", "PReLU", "ELU", "Identity",
-    "Reshape", "Flatten", "Rescaling", "Normalization",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "GaussianNoise",
-    "AlphaDropout", "ActivityRegularization",
-}) | {kind for kind in SAFE_LAYERS if kind.startswith("Random")}
+IGNORED_IN_SIGNATURE = frozenset(
+    {
+        "InputLayer",
+        "Activation",
+        "Softmax",
+        "ReLU",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "Identity",
+        "Reshape",
+        "Flatten",
+        "Rescaling",
+        "Normalization",
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        "ActivityRegularization",
+    }
+) | {kind for kind in SAFE_LAYERS if kind.startswith("Random")}
 
 
 @dataclass
@@ -43,12 +70,12 @@ class SavedModel:
 
     name: str
     sha256: str
-    architecture: object = field(repr=False)   # rebuilt from its configuration, fresh weights
+    architecture: object = field(repr=False)  # rebuilt from its configuration, fresh weights
     test_accuracy: float = 0.0
     train_accuracy: float = 0.0
     train_images: int = 0
     test_images: int = 10_000
-    weights_summary: object = None              # what the lab's ``summarise_weights`` returned
+    weights_summary: object = None  # what the lab's ``summarise_weights`` returned
 
 
 def evaluate_saved_model(path, data, settings, weights_of=(), summarise_weights=None):
@@ -73,22 +100,39 @@ def evaluate_saved_model(path, data, settings, weights_of=(), summarise_weights=
         picked = balanced_subset(y_train, settings.saved_model_train_images, secrets.randbits(32))
         images = {"test": x_test.astype("float32"), "train": x_train[picked].astype("float32")}
         outcome = run_model_file(model_file, images, settings.model_timeout_s, weights_of)
-        scores = {name: _accuracy(outcome["predictions"][name], labels, model_file.name, settings.num_classes)
-                  for name, labels in (("test", y_test), ("train", y_train[picked]))}
+        scores = {
+            name: _accuracy(outcome["predictions"][name], labels, model_file.name, settings.num_classes)
+            for name, labels in (("test", y_test), ("train", y_train[picked]))
+        }
         summary = summarise_weights(outcome["weights"]) if summarise_weights else None
-        return {"test": scores["test"], "train": scores["train"], "train_images": int(len(picked)),
-                "test_images": int(len(y_test)), "weights_summary": summary}
+        return {
+            "test": scores["test"],
+            "train": scores["train"],
+            "train_images": int(len(picked)),
+            "test_images": int(len(y_test)),
+            "weights_summary": summary,
+        }
 
     value = remembered("saved_model", model_file.content + repr((settings, tuple(weights_of))).encode(), measure)
-    return SavedModel(model_file.name, model_file.sha256, architecture, value["test"], value["train"],
-                      value["train_images"], value["test_images"], value["weights_summary"])
+    return SavedModel(
+        model_file.name,
+        model_file.sha256,
+        architecture,
+        value["test"],
+        value["train"],
+        value["train_images"],
+        value["test_images"],
+        value["weights_summary"],
+    )
 
 
 def _accuracy(predictions, labels, name, num_classes):
     predictions = np.asarray(predictions)
-    expect(predictions.ndim == 2 and predictions.shape == (len(labels), num_classes),
-           f"{name} should give {num_classes} class scores per image; for {len(labels):,} images it gave an "
-           f"array of shape {predictions.shape}.")
+    expect(
+        predictions.ndim == 2 and predictions.shape == (len(labels), num_classes),
+        f"{name} should give {num_classes} class scores per image; for {len(labels):,} images it gave an "
+        f"array of shape {predictions.shape}.",
+    )
     from sklearn.metrics import accuracy_score
 
     return float(accuracy_score(labels, np.nan_to_num(predictions, nan=-np.inf).argmax(axis=-1)))
@@ -108,8 +152,8 @@ def layer_signature(model):
         changed = False
         for length in range(1, len(kinds) // 2 + 1):
             for start in range(len(kinds) - 2 * length + 1):
-                if kinds[start:start + length] == kinds[start + length:start + 2 * length]:
-                    del kinds[start + length:start + 2 * length]
+                if kinds[start : start + length] == kinds[start + length : start + 2 * length]:
+                    del kinds[start + length : start + 2 * length]
                     changed = True
                     break
             if changed:
@@ -130,15 +174,19 @@ def check_built_by(saved, build_models, build_function, build_error=""):
     With no built model, ``build_error`` (why the student's ``build_function`` gave none: a notebook
     that cannot be read, an exception) is the message.
     """
-    expect(build_models or not build_error,
-           f"The saved model {saved.name} must be a network that your {build_function} builds, and "
-           f"{build_function} gave no model to compare it with: {build_error}")
+    expect(
+        build_models or not build_error,
+        f"The saved model {saved.name} must be a network that your {build_function} builds, and "
+        f"{build_function} gave no model to compare it with: {build_error}",
+    )
     signature = layer_signature(saved.architecture)
     built = [layer_signature(model) for model in build_models]
-    expect(any(_is_subsequence(signature, other) for other in built),
-           f"The saved model {saved.name} is not a network that your {build_function} builds: its layers are "
-           f"{' → '.join(signature)}, while {build_function} gives {' → '.join(built[0]) if built else 'no model'}. "
-           f"Save the model that {build_function} built and the notebook trained.")
+    expect(
+        any(_is_subsequence(signature, other) for other in built),
+        f"The saved model {saved.name} is not a network that your {build_function} builds: its layers are "
+        f"{' → '.join(signature)}, while {build_function} gives {' → '.join(built[0]) if built else 'no model'}. "
+        f"Save the model that {build_function} built and the notebook trained.",
+    )
 
 
 def check_honest_accuracy(saved, settings):
@@ -151,26 +199,33 @@ def check_honest_accuracy(saved, settings):
     record_measurement("saved_model_test_accuracy", saved.test_accuracy)
     record_measurement("saved_model_train_accuracy", saved.train_accuracy)
     gap = saved.test_accuracy - saved.train_accuracy
-    expect(gap <= test_above_train_margin(saved),
-           f"Your saved model is more accurate on the test images ({saved.test_accuracy:.4f}) than on "
-           f"{saved.train_images:,} training images the grader picked ({saved.train_accuracy:.4f}): a model "
-           "trained on the training set never is, by this much. Train only on the training images (with a "
-           "validation split taken from them) and leave the test set for the final evaluation.")
-    expect(saved.test_accuracy >= settings.saved_model_min_accuracy,
-           f"Your saved model reached {saved.test_accuracy:.4f} accuracy on the 10,000 test images (raw pixels "
-           f"0-255); the course bar is {settings.saved_model_min_accuracy:.3f}.")
+    expect(
+        gap <= test_above_train_margin(saved),
+        f"Your saved model is more accurate on the test images ({saved.test_accuracy:.4f}) than on "
+        f"{saved.train_images:,} training images the grader picked ({saved.train_accuracy:.4f}): a model "
+        "trained on the training set never is, by this much. Train only on the training images (with a "
+        "validation split taken from them) and leave the test set for the final evaluation.",
+    )
+    expect(
+        saved.test_accuracy >= settings.saved_model_min_accuracy,
+        f"Your saved model reached {saved.test_accuracy:.4f} accuracy on the 10,000 test images (raw pixels "
+        f"0-255); the course bar is {settings.saved_model_min_accuracy:.3f}.",
+    )
     if gap >= -course_config.SAVED_MODEL_LEVEL_FLAG:
         flag_for_instructor(
             f"{saved.name}: test accuracy {saved.test_accuracy:.4f} is level with its accuracy on "
             f"{saved.train_images:,} training images ({saved.train_accuracy:.4f}); a model trained on the "
-            "training images is usually better on them. Was the test set used for training?")
+            "training images is usually better on them. Was the test set used for training?"
+        )
 
 
 def test_above_train_margin(saved):
     """How far test accuracy may exceed the accuracy on the drawn training images (see above)."""
-    variance = sum(accuracy * (1 - accuracy) / max(count, 1) for accuracy, count in
-                   ((saved.test_accuracy, saved.test_images), (saved.train_accuracy, saved.train_images)))
-    return max(course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX, 4 * variance ** 0.5)
+    variance = sum(
+        accuracy * (1 - accuracy) / max(count, 1)
+        for accuracy, count in ((saved.test_accuracy, saved.test_images), (saved.train_accuracy, saved.train_images))
+    )
+    return max(course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX, 4 * variance**0.5)
 
 
 def check_saved_model(saved, settings, architecture_rules, build_models, build_function, build_error=""):

@@ -72,8 +72,9 @@ class SubmissionFiles:
         counted = [entry for entry in self.left_out if entry.why == _too_many()]
         notes = [entry.note() for entry in self.left_out if entry.why != _too_many()]
         if len(notes) > shown:
-            notes = notes[:shown] + [f"{len(notes) - shown:,} more files were not graded or copied, for the "
-                                     f"reasons above; {ADVICE}."]
+            notes = notes[:shown] + [
+                f"{len(notes) - shown:,} more files were not graded or copied, for the reasons above; {ADVICE}."
+            ]
         if counted:
             names = ", ".join(f"`{_shown(entry.path)}`" for entry in counted[:3])
             more = f" and {len(counted) - 3:,} more files" if len(counted) > 3 else ""
@@ -82,8 +83,10 @@ class SubmissionFiles:
 
 
 def _too_many():
-    return f"a submission may hold at most {course_config.SUBMISSION_EXTRA_MAX_FILES} files besides the notebook " \
-           "and the model file"
+    return (
+        f"a submission may hold at most {course_config.SUBMISSION_EXTRA_MAX_FILES} files besides the notebook "
+        "and the model file"
+    )
 
 
 def _walk(folder, ignore, limit):
@@ -131,8 +134,10 @@ def select_files(folder, assignment, ignore=()):
     """
     try:
         lab = course_config.lab_settings(assignment)
-        main = {lab.notebook: ("the notebook", course_config.SUBMISSION_MAX_MB),
-                lab.model_file: ("the model file", course_config.SUBMITTED_MODEL_MAX_MB)}
+        main = {
+            lab.notebook: ("the notebook", course_config.SUBMISSION_MAX_MB),
+            lab.model_file: ("the model file", course_config.SUBMITTED_MODEL_MAX_MB),
+        }
     except KeyError:
         main = {}
     limit_file = course_config.SUBMISSION_EXTRA_FILE_MAX_MB * MB
@@ -141,8 +146,13 @@ def select_files(folder, assignment, ignore=()):
     kept, left_out, total, extras = [], [], 0, 0
     for path, info in _walk(folder, ignore, limit=20 * limit_count + len(main)):
         if path is None:
-            left_out.append(LeftOut("(the rest of the folder)", 0, f"the folder holds more than {20 * limit_count:,} "
-                                    "entries, and the rest were not looked at"))
+            left_out.append(
+                LeftOut(
+                    "(the rest of the folder)",
+                    0,
+                    f"the folder holds more than {20 * limit_count:,} entries, and the rest were not looked at",
+                )
+            )
             break
         if stat.S_ISLNK(info.st_mode):
             left_out.append(LeftOut(path, 0, "it is a link, and links are not followed (hand in the file itself)"))
@@ -154,13 +164,23 @@ def select_files(folder, assignment, ignore=()):
         elif path in main:
             kept.append(path)
         elif info.st_size > limit_file:
-            left_out.append(LeftOut(path, info.st_size, f"extra files may be at most "
-                                                        f"{course_config.SUBMISSION_EXTRA_FILE_MAX_MB} MB each"))
+            left_out.append(
+                LeftOut(
+                    path,
+                    info.st_size,
+                    f"extra files may be at most {course_config.SUBMISSION_EXTRA_FILE_MAX_MB} MB each",
+                )
+            )
         elif extras >= limit_count:
             left_out.append(LeftOut(path, info.st_size, _too_many()))
         elif total + info.st_size > limit_total:
-            left_out.append(LeftOut(path, info.st_size, f"extra files may be at most "
-                                                        f"{course_config.SUBMISSION_EXTRA_TOTAL_MAX_MB} MB together"))
+            left_out.append(
+                LeftOut(
+                    path,
+                    info.st_size,
+                    f"extra files may be at most {course_config.SUBMISSION_EXTRA_TOTAL_MAX_MB} MB together",
+                )
+            )
         else:
             kept.append(path)
             extras += 1

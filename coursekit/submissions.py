@@ -21,6 +21,7 @@ import course_config
 
 # Notebook edits ------------------------------------------------------------------------------
 
+
 def _source(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
@@ -209,12 +210,19 @@ def figures_named_in_comments(notebook):
             else:
                 kept.append(output)
         cell["outputs"] = kept
-    notebook["cells"].append({
-        "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [copy.deepcopy(image)],
-        "source": ("# Figures: imshow grid of samples, activation derivative plot, plot_history(history),\n"
-                   "# confusion matrix, overfitting comparison, augmentation(images), plot_misclassified(...),\n"
-                   "# comparison chart\nfigure, ax = plt.subplots(1, 1, figsize=(1, 1))"),
-    })
+    notebook["cells"].append(
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [copy.deepcopy(image)],
+            "source": (
+                "# Figures: imshow grid of samples, activation derivative plot, plot_history(history),\n"
+                "# confusion matrix, overfitting comparison, augmentation(images), plot_misclassified(...),\n"
+                "# comparison chart\nfigure, ax = plt.subplots(1, 1, figsize=(1, 1))"
+            ),
+        }
+    )
 
 
 HISTORY_PLOT_OF_A_FIXED_HISTORY = """
@@ -344,6 +352,7 @@ def _several(*edits):
     def edit(notebook):
         for one in edits:
             one(notebook)
+
     return edit
 
 
@@ -383,64 +392,128 @@ class DemoSubmission:
 
 LAB1_SUBMISSIONS = (
     DemoSubmission("demo_reference", "the reference solution"),
-    DemoSubmission("demo_no_dropout", "build_dense_model has no dropout", frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_WITHOUT_DROPOUT)),
-    DemoSubmission("demo_conv_layer", "a Conv2D layer in the dense lab", frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_WITH_CONVOLUTION)),
-    DemoSubmission("demo_train_only_plot", "plot_history draws only the training curves",
-                   frozenset({"test_history_plot"}),
-                   lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY)),
-    DemoSubmission("demo_syntax_error", "a syntax error in the softmax cell", frozenset({"test_softmax"}),
-                   lambda nb: break_function_syntax(nb, "softmax")),
-    DemoSubmission("demo_missing_function", "standardize was deleted", frozenset({"test_standardize"}),
-                   lambda nb: remove_function(nb, "standardize")),
-    DemoSubmission("demo_low_accuracy", "the saved model was trained for one short epoch",
-                   frozenset({"test_saved_model"}), weak_model=True),
-    DemoSubmission("demo_cannot_learn", "zero-initialised ReLU layers that cannot learn",
-                   frozenset({"test_retraining"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_THAT_CANNOT_LEARN)),
-    DemoSubmission("test_function_flaws", "scale_images divides by 256 and returns float64; split_validation "
-                   "takes the last images; relu is leaky; plot_history leaves the axes unlabelled; submitted "
-                   "without running (no figures in the outputs)",
-                   frozenset({"test_scale_images", "test_split_validation", "test_activations", "test_history_plot",
-                              "test_figures"}),
-                   _several(lambda nb: replace_function(nb, "scale_images", SCALING_BY_256),
-                            lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING),
-                            lambda nb: replace_function(nb, "relu", LEAKY_RELU),
-                            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS),
-                            clear_outputs),
-                   in_demo=False),
-    DemoSubmission("test_ignores_hidden_units", "build_dense_model ignores its hidden_units argument",
-                   frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS), in_demo=False),
-    DemoSubmission("test_too_shallow", "two hidden layers by default", frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_TOO_SHALLOW), in_demo=False),
-    DemoSubmission("test_flat_input", "the model expects flattened 784-value inputs",
-                   frozenset({"test_architecture", "test_retraining"}),
-                   lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT), in_demo=False),
-    DemoSubmission("test_trained_on_test_set", "the saved model was trained on the 10,000 test images",
-                   frozenset({"test_saved_model"}), make_model=lambda path: train_on_test_set(path), in_demo=False),
-    DemoSubmission("test_cnn_saved", "the saved model is Lab 2's convolutional network",
-                   frozenset({"test_saved_model"}),
-                   make_model=lambda path: copy_reference_model(course_config.LAB2, path), in_demo=False),
-    DemoSubmission("test_gamed_checks", "plot_history draws a fixed history whatever it is given; split_validation "
-                   "takes the first images, ignoring the seed; the figures are named in comments next to one "
-                   "small plot",
-                   frozenset({"test_history_plot", "test_split_validation", "test_figures"}),
-                   _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_OF_A_FIXED_HISTORY),
-                            lambda nb: replace_function(nb, "split_validation", SPLIT_TAKING_THE_FIRST_IMAGES),
-                            figures_named_in_comments),
-                   in_demo=False),
-    DemoSubmission("test_honest_variants", "honest work written differently: a NumPy per-class split, a pyplot-style "
-                   "history plot with the panels stacked", frozenset(),
-                   _several(lambda nb: replace_function(nb, "split_validation", SPLIT_WITH_NUMPY_PER_CLASS),
-                            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE)),
-                   in_demo=False),
+    DemoSubmission(
+        "demo_no_dropout",
+        "build_dense_model has no dropout",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_WITHOUT_DROPOUT),
+    ),
+    DemoSubmission(
+        "demo_conv_layer",
+        "a Conv2D layer in the dense lab",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_WITH_CONVOLUTION),
+    ),
+    DemoSubmission(
+        "demo_train_only_plot",
+        "plot_history draws only the training curves",
+        frozenset({"test_history_plot"}),
+        lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
+    ),
+    DemoSubmission(
+        "demo_syntax_error",
+        "a syntax error in the softmax cell",
+        frozenset({"test_softmax"}),
+        lambda nb: break_function_syntax(nb, "softmax"),
+    ),
+    DemoSubmission(
+        "demo_missing_function",
+        "standardize was deleted",
+        frozenset({"test_standardize"}),
+        lambda nb: remove_function(nb, "standardize"),
+    ),
+    DemoSubmission(
+        "demo_low_accuracy",
+        "the saved model was trained for one short epoch",
+        frozenset({"test_saved_model"}),
+        weak_model=True,
+    ),
+    DemoSubmission(
+        "demo_cannot_learn",
+        "zero-initialised ReLU layers that cannot learn",
+        frozenset({"test_retraining"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_THAT_CANNOT_LEARN),
+    ),
+    DemoSubmission(
+        "test_function_flaws",
+        "scale_images divides by 256 and returns float64; split_validation "
+        "takes the last images; relu is leaky; plot_history leaves the axes unlabelled; submitted "
+        "without running (no figures in the outputs)",
+        frozenset(
+            {"test_scale_images", "test_split_validation", "test_activations", "test_history_plot", "test_figures"}
+        ),
+        _several(
+            lambda nb: replace_function(nb, "scale_images", SCALING_BY_256),
+            lambda nb: replace_function(nb, "split_validation", SPLIT_WITHOUT_SHUFFLING),
+            lambda nb: replace_function(nb, "relu", LEAKY_RELU),
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_WITHOUT_AXIS_LABELS),
+            clear_outputs,
+        ),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_ignores_hidden_units",
+        "build_dense_model ignores its hidden_units argument",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_IGNORING_HIDDEN_UNITS),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_too_shallow",
+        "two hidden layers by default",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_TOO_SHALLOW),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_flat_input",
+        "the model expects flattened 784-value inputs",
+        frozenset({"test_architecture", "test_retraining"}),
+        lambda nb: replace_function(nb, "build_dense_model", DENSE_ON_FLAT_INPUT),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_trained_on_test_set",
+        "the saved model was trained on the 10,000 test images",
+        frozenset({"test_saved_model"}),
+        make_model=lambda path: train_on_test_set(path),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_cnn_saved",
+        "the saved model is Lab 2's convolutional network",
+        frozenset({"test_saved_model"}),
+        make_model=lambda path: copy_reference_model(course_config.LAB2, path),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_gamed_checks",
+        "plot_history draws a fixed history whatever it is given; split_validation "
+        "takes the first images, ignoring the seed; the figures are named in comments next to one "
+        "small plot",
+        frozenset({"test_history_plot", "test_split_validation", "test_figures"}),
+        _several(
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_OF_A_FIXED_HISTORY),
+            lambda nb: replace_function(nb, "split_validation", SPLIT_TAKING_THE_FIRST_IMAGES),
+            figures_named_in_comments,
+        ),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_honest_variants",
+        "honest work written differently: a NumPy per-class split, a pyplot-style history plot with the panels stacked",
+        frozenset(),
+        _several(
+            lambda nb: replace_function(nb, "split_validation", SPLIT_WITH_NUMPY_PER_CLASS),
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE),
+        ),
+        in_demo=False,
+    ),
 )
 
 
-
 # Saved models that are not the student's honest work -------------------------------------------------
+
 
 def copy_reference_model(settings, path):
     """Submit another lab's reference model (a network of the wrong kind for this lab)."""
@@ -583,57 +656,109 @@ def plot_misclassified(images, true_labels, predicted_labels, class_names, count
 LAB2_SUBMISSIONS = (
     DemoSubmission("demo_reference", "the reference solution"),
     # The reference model is submitted with these two, which their build functions cannot build.
-    DemoSubmission("demo_dense_only", "build_cnn_model has no convolutions",
-                   frozenset({"test_architecture", "test_saved_model"}),
-                   lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_CONVOLUTIONS)),
-    DemoSubmission("demo_no_pooling", "convolutions without pooling or strides",
-                   frozenset({"test_architecture", "test_saved_model"}),
-                   lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_POOLING)),
-    DemoSubmission("demo_eleven_outputs", "the output layer has 11 units", frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_ELEVEN_OUTPUTS)),
-    DemoSubmission("demo_low_accuracy", "the saved model was trained for one short epoch",
-                   frozenset({"test_saved_model"}), weak_model=True),
-    DemoSubmission("demo_no_confusion_matrix", "the confusion matrix was never drawn", frozenset({"test_figures"}),
-                   lambda nb: clear_cell_outputs(nb, "ConfusionMatrixDisplay(")),
-    DemoSubmission("demo_cannot_learn", "zero-initialised kernels that cannot learn", frozenset({"test_retraining"}),
-                   lambda nb: replace_function(nb, "build_cnn_model", CNN_THAT_CANNOT_LEARN)),
-    DemoSubmission("test_ignores_filters", "build_cnn_model ignores its filters argument",
-                   frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_cnn_model", CNN_IGNORING_FILTERS), in_demo=False),
-    DemoSubmission("test_preprocessing_flaws", "no channel axis, conv_params without biases, no random layers",
-                   frozenset({"test_prepare_images", "test_conv_arithmetic", "test_augmentation"}),
-                   _several(lambda nb: replace_function(nb, "prepare_images", PREPARE_WITHOUT_CHANNEL_AXIS),
-                            lambda nb: replace_function(nb, "conv_params", CONV_PARAMS_WITHOUT_BIAS),
-                            lambda nb: replace_function(nb, "build_augmentation", AUGMENTATION_WITHOUT_RANDOM_LAYERS)),
-                   in_demo=False),
-    DemoSubmission("test_plot_flaws", "training curves only; the misclassified grid shows any images",
-                   frozenset({"test_history_plot", "test_misclassified_plot"}),
-                   _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
-                            lambda nb: replace_function(nb, "plot_misclassified", MISCLASSIFIED_PLOT_OF_ANY_IMAGES)),
-                   in_demo=False),
-    DemoSubmission("test_dense_saved", "the saved model is Lab 1's dense network", frozenset({"test_saved_model"}),
-                   make_model=lambda path: copy_reference_model(course_config.LAB1, path), in_demo=False),
-    DemoSubmission("test_other_network_saved", "the saved model is a network build_cnn_model does not build",
-                   frozenset({"test_saved_model"}), make_model=other_network, in_demo=False),
-    DemoSubmission("test_gamed_plot_and_table", "one history panel with all four curves next to an empty decoy; "
-                   "the conv arithmetic returned from a table of old answers",
-                   frozenset({"test_history_plot", "test_conv_arithmetic"}),
-                   _several(lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_ONE_PANEL_AND_DECOY),
-                            lambda nb: replace_function(nb, "conv_output_size",
-                                                        CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[0]),
-                            lambda nb: replace_function(nb, "conv_params",
-                                                        CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[1])),
-                   in_demo=False),
-    DemoSubmission("test_honest_variants", "honest work written differently: Keras's default batch-norm momentum in "
-                   "a Sequential network, a pyplot-style history plot, the conv arithmetic with math.floor/ceil",
-                   frozenset(),
-                   _several(lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_DEFAULT_BATCH_NORM),
-                            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE),
-                            lambda nb: replace_function(nb, "conv_output_size",
-                                                        CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[0]),
-                            lambda nb: replace_function(nb, "conv_params",
-                                                        CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[1])),
-                   in_demo=False),
+    DemoSubmission(
+        "demo_dense_only",
+        "build_cnn_model has no convolutions",
+        frozenset({"test_architecture", "test_saved_model"}),
+        lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_CONVOLUTIONS),
+    ),
+    DemoSubmission(
+        "demo_no_pooling",
+        "convolutions without pooling or strides",
+        frozenset({"test_architecture", "test_saved_model"}),
+        lambda nb: replace_function(nb, "build_cnn_model", CNN_WITHOUT_POOLING),
+    ),
+    DemoSubmission(
+        "demo_eleven_outputs",
+        "the output layer has 11 units",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_ELEVEN_OUTPUTS),
+    ),
+    DemoSubmission(
+        "demo_low_accuracy",
+        "the saved model was trained for one short epoch",
+        frozenset({"test_saved_model"}),
+        weak_model=True,
+    ),
+    DemoSubmission(
+        "demo_no_confusion_matrix",
+        "the confusion matrix was never drawn",
+        frozenset({"test_figures"}),
+        lambda nb: clear_cell_outputs(nb, "ConfusionMatrixDisplay("),
+    ),
+    DemoSubmission(
+        "demo_cannot_learn",
+        "zero-initialised kernels that cannot learn",
+        frozenset({"test_retraining"}),
+        lambda nb: replace_function(nb, "build_cnn_model", CNN_THAT_CANNOT_LEARN),
+    ),
+    DemoSubmission(
+        "test_ignores_filters",
+        "build_cnn_model ignores its filters argument",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_cnn_model", CNN_IGNORING_FILTERS),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_preprocessing_flaws",
+        "no channel axis, conv_params without biases, no random layers",
+        frozenset({"test_prepare_images", "test_conv_arithmetic", "test_augmentation"}),
+        _several(
+            lambda nb: replace_function(nb, "prepare_images", PREPARE_WITHOUT_CHANNEL_AXIS),
+            lambda nb: replace_function(nb, "conv_params", CONV_PARAMS_WITHOUT_BIAS),
+            lambda nb: replace_function(nb, "build_augmentation", AUGMENTATION_WITHOUT_RANDOM_LAYERS),
+        ),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_plot_flaws",
+        "training curves only; the misclassified grid shows any images",
+        frozenset({"test_history_plot", "test_misclassified_plot"}),
+        _several(
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_TRAINING_ONLY),
+            lambda nb: replace_function(nb, "plot_misclassified", MISCLASSIFIED_PLOT_OF_ANY_IMAGES),
+        ),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_dense_saved",
+        "the saved model is Lab 1's dense network",
+        frozenset({"test_saved_model"}),
+        make_model=lambda path: copy_reference_model(course_config.LAB1, path),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_other_network_saved",
+        "the saved model is a network build_cnn_model does not build",
+        frozenset({"test_saved_model"}),
+        make_model=other_network,
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_gamed_plot_and_table",
+        "one history panel with all four curves next to an empty decoy; "
+        "the conv arithmetic returned from a table of old answers",
+        frozenset({"test_history_plot", "test_conv_arithmetic"}),
+        _several(
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_ONE_PANEL_AND_DECOY),
+            lambda nb: replace_function(nb, "conv_output_size", CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[0]),
+            lambda nb: replace_function(nb, "conv_params", CONV_ARITHMETIC_FROM_A_TABLE.split("\n\n\n")[1]),
+        ),
+        in_demo=False,
+    ),
+    DemoSubmission(
+        "test_honest_variants",
+        "honest work written differently: Keras's default batch-norm momentum in "
+        "a Sequential network, a pyplot-style history plot, the conv arithmetic with math.floor/ceil",
+        frozenset(),
+        _several(
+            lambda nb: replace_function(nb, "build_cnn_model", CNN_WITH_DEFAULT_BATCH_NORM),
+            lambda nb: replace_function(nb, "plot_history", HISTORY_PLOT_PYPLOT_STYLE),
+            lambda nb: replace_function(nb, "conv_output_size", CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[0]),
+            lambda nb: replace_function(nb, "conv_params", CONV_ARITHMETIC_WITH_MATH.split("\n\n\n")[1]),
+        ),
+        in_demo=False,
+    ),
 )
 
 
@@ -726,38 +851,61 @@ def confuse_two_classes(model):
 
 LAB3_SUBMISSIONS = (
     DemoSubmission("demo_reference", "the reference solution"),
-    DemoSubmission("demo_base_not_frozen", "the VGG16 base is not frozen for feature extraction",
-                   frozenset({"test_architecture"}),
-                   lambda nb: replace_function(nb, "build_transfer_model", TRANSFER_MODEL_WITH_TRAINABLE_BASE)),
-    DemoSubmission("demo_random_weights", "VGG16 with random instead of ImageNet weights",
-                   frozenset({"test_imagenet_weights"}),
-                   lambda nb: replace_function(nb, "load_vgg16_base", VGG16_WITH_RANDOM_WEIGHTS)),
-    DemoSubmission("demo_whole_base_unfrozen", "fine-tuning unfreezes the whole base", frozenset({"test_fine_tuning"}),
-                   lambda nb: replace_function(nb, "unfreeze_top_layers", UNFREEZE_THE_WHOLE_BASE),
-                   model_edit=unfreeze_whole_base),
-    DemoSubmission("demo_single_channel", "the input adapter keeps a single grey channel (and the model file "
-                   "handed in is not one its build_transfer_model builds)",
-                   frozenset({"test_architecture", "test_saved_model"}),
-                   lambda nb: replace_function(nb, "build_input_adapter", SINGLE_CHANNEL_ADAPTER)),
-    DemoSubmission("demo_low_accuracy", "the saved model confuses two pairs of classes",
-                   frozenset({"test_saved_model"}),
-                   model_edit=confuse_two_classes),
-    DemoSubmission("test_head_and_plot_flaws", "a head that cannot learn; curves restart at epoch 1 without a "
-                   "boundary; the comparison chart was never drawn",
-                   frozenset({"test_head_retraining", "test_fine_tuning_plot", "test_figures"}),
-                   _several(lambda nb: replace_function(nb, "build_classifier_head", HEAD_THAT_CANNOT_LEARN),
-                            lambda nb: replace_function(nb, "plot_fine_tuning_history",
-                                                        FINE_TUNING_PLOT_RESTARTING_EPOCHS),
-                            lambda nb: clear_cell_outputs(nb, "# Comparison chart")),
-                   in_demo=False),
+    DemoSubmission(
+        "demo_base_not_frozen",
+        "the VGG16 base is not frozen for feature extraction",
+        frozenset({"test_architecture"}),
+        lambda nb: replace_function(nb, "build_transfer_model", TRANSFER_MODEL_WITH_TRAINABLE_BASE),
+    ),
+    DemoSubmission(
+        "demo_random_weights",
+        "VGG16 with random instead of ImageNet weights",
+        frozenset({"test_imagenet_weights"}),
+        lambda nb: replace_function(nb, "load_vgg16_base", VGG16_WITH_RANDOM_WEIGHTS),
+    ),
+    DemoSubmission(
+        "demo_whole_base_unfrozen",
+        "fine-tuning unfreezes the whole base",
+        frozenset({"test_fine_tuning"}),
+        lambda nb: replace_function(nb, "unfreeze_top_layers", UNFREEZE_THE_WHOLE_BASE),
+        model_edit=unfreeze_whole_base,
+    ),
+    DemoSubmission(
+        "demo_single_channel",
+        "the input adapter keeps a single grey channel (and the model file "
+        "handed in is not one its build_transfer_model builds)",
+        frozenset({"test_architecture", "test_saved_model"}),
+        lambda nb: replace_function(nb, "build_input_adapter", SINGLE_CHANNEL_ADAPTER),
+    ),
+    DemoSubmission(
+        "demo_low_accuracy",
+        "the saved model confuses two pairs of classes",
+        frozenset({"test_saved_model"}),
+        model_edit=confuse_two_classes,
+    ),
+    DemoSubmission(
+        "test_head_and_plot_flaws",
+        "a head that cannot learn; curves restart at epoch 1 without a boundary; the comparison chart was never drawn",
+        frozenset({"test_head_retraining", "test_fine_tuning_plot", "test_figures"}),
+        _several(
+            lambda nb: replace_function(nb, "build_classifier_head", HEAD_THAT_CANNOT_LEARN),
+            lambda nb: replace_function(nb, "plot_fine_tuning_history", FINE_TUNING_PLOT_RESTARTING_EPOCHS),
+            lambda nb: clear_cell_outputs(nb, "# Comparison chart"),
+        ),
+        in_demo=False,
+    ),
 )
 
 # The demo and test submissions of each lab, by assignment name.
-SUBMISSIONS_BY_LAB = {course_config.LAB1.assignment: LAB1_SUBMISSIONS, course_config.LAB2.assignment: LAB2_SUBMISSIONS,
-                      course_config.LAB3.assignment: LAB3_SUBMISSIONS}
+SUBMISSIONS_BY_LAB = {
+    course_config.LAB1.assignment: LAB1_SUBMISSIONS,
+    course_config.LAB2.assignment: LAB2_SUBMISSIONS,
+    course_config.LAB3.assignment: LAB3_SUBMISSIONS,
+}
 
 
 # Writing submissions --------------------------------------------------------------------------------
+
 
 def reference_files(settings=course_config.LAB1):
     """The executed reference notebook and its saved model, as kept in reference_solution/."""

@@ -12,7 +12,10 @@ import numpy as np
 
 from coursekit.atomic_files import write_atomically
 from coursekit.checks import (
-    conv_layers, expect, remembered, train_fresh_and_score,
+    conv_layers,
+    expect,
+    remembered,
+    train_fresh_and_score,
 )
 
 # VGG16's base has plain Conv2D layers only (checks.conv_layers counts separable and depthwise ones too).
@@ -30,8 +33,9 @@ def imagenet_base(image_size=32):
 
     from coursekit.data import ensure_vgg16_weights
 
-    return keras.applications.VGG16(include_top=False, weights=str(ensure_vgg16_weights()),
-                                    input_shape=(image_size, image_size, 3))
+    return keras.applications.VGG16(
+        include_top=False, weights=str(ensure_vgg16_weights()), input_shape=(image_size, image_size, 3)
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -55,13 +59,15 @@ def expect_vgg16_base(model, what, min_conv_layers=13):
     """
     convs = conv_layers(model, VGG16_CONV_KINDS)
     filters = tuple(getattr(layer, "filters", None) for layer in convs)
-    expected = VGG16_CONV_FILTERS[:max(min_conv_layers, min(len(filters), len(VGG16_CONV_FILTERS)))]
+    expected = VGG16_CONV_FILTERS[: max(min_conv_layers, min(len(filters), len(VGG16_CONV_FILTERS)))]
     block = _block_of(min_conv_layers)
-    expect(filters == expected,
-           f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)), at "
-           f"least from its input through block {block}: {min_conv_layers} Conv2D layers with "
-           f"{', '.join(map(str, VGG16_CONV_FILTERS[:min_conv_layers]))} filters, in this order; it has "
-           f"{len(convs)} Conv2D layers{' with ' + str(list(filters)) + ' filters' if convs else ''}.")
+    expect(
+        filters == expected,
+        f"{what} should contain VGG16's convolutional base (keras.applications.VGG16(include_top=False)), at "
+        f"least from its input through block {block}: {min_conv_layers} Conv2D layers with "
+        f"{', '.join(map(str, VGG16_CONV_FILTERS[:min_conv_layers]))} filters, in this order; it has "
+        f"{len(convs)} Conv2D layers{' with ' + str(list(filters)) + ' filters' if convs else ''}.",
+    )
     return convs
 
 
@@ -95,9 +101,19 @@ def preprocessed(images, size, method="pad"):
 def _features_file(settings, data_key):
     import course_config
 
-    digest = hashlib.sha256(repr((settings.feature_layer, settings.feature_image_size, settings.retrain_train_size,
-                                  settings.retrain_test_size, settings.retrain_seed, data_key,
-                                  course_config.VGG16_WEIGHTS_SHA256)).encode()).hexdigest()
+    digest = hashlib.sha256(
+        repr(
+            (
+                settings.feature_layer,
+                settings.feature_image_size,
+                settings.retrain_train_size,
+                settings.retrain_test_size,
+                settings.retrain_seed,
+                data_key,
+                course_config.VGG16_WEIGHTS_SHA256,
+            )
+        ).encode()
+    ).hexdigest()
     return course_config.GRADER_CACHE_DIR / "vgg16_features" / f"{digest}.npz"
 
 
@@ -118,10 +134,12 @@ def head_features(data, settings):
     test = balanced_subset(y_test, settings.retrain_test_size, settings.retrain_seed)
     size = settings.feature_image_size
     base = imagenet_features_model(settings.feature_layer, size)
-    arrays = {"train": base.predict(preprocessed(x_train[train], size), batch_size=256, verbose=0),
-              "train_labels": y_train[train],
-              "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
-              "test_labels": y_test[test]}
+    arrays = {
+        "train": base.predict(preprocessed(x_train[train], size), batch_size=256, verbose=0),
+        "train_labels": y_train[train],
+        "test": base.predict(preprocessed(x_test[test], size), batch_size=256, verbose=0),
+        "test_labels": y_test[test],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda partial: np.savez(partial, **arrays), suffix=".npz")  # parallel graders: never half
     return tuple(arrays[key] for key in ("train", "train_labels", "test", "test_labels"))
@@ -151,18 +169,24 @@ def check_head_retraining(head, data, settings):
     """The grader's brief training of the student's classifier head on its own features reaches the bar."""
     feature_shape = imagenet_features_model(settings.feature_layer, settings.feature_image_size).output_shape[1:]
     shape = tuple(head.inputs[0].shape[1:])
-    expect(shape == tuple(feature_shape),
-           f"build_classifier_head({feature_shape}) should take feature maps of shape {feature_shape}; "
-           f"its input shape is {shape}.")
+    expect(
+        shape == tuple(feature_shape),
+        f"build_classifier_head({feature_shape}) should take feature maps of shape {feature_shape}; "
+        f"its input shape is {shape}.",
+    )
     with open(__file__, "rb") as source:
         recipe = source.read()
-    score = remembered("head_retraining", head.to_json() + repr(settings) + recipe.decode("utf-8"),
-                       lambda: head_retraining(head, data, settings))
-    expect(score >= settings.retrain_min_accuracy,
-           f"The grader trained your build_classifier_head() for {settings.retrain_epochs} epochs on VGG16 "
-           f"features of {settings.retrain_train_size:,} training images (Adam, lr "
-           f"{settings.retrain_learning_rate}, batch {settings.retrain_batch_size}); it reached {score:.3f} "
-           f"accuracy on {settings.retrain_test_size:,} test images, below the bar of "
-           f"{settings.retrain_min_accuracy:.3f}. Check that its layers can learn (trainable Dense layers, "
-           "sensible activations and initialisation).")
-
+    score = remembered(
+        "head_retraining",
+        head.to_json() + repr(settings) + recipe.decode("utf-8"),
+        lambda: head_retraining(head, data, settings),
+    )
+    expect(
+        score >= settings.retrain_min_accuracy,
+        f"The grader trained your build_classifier_head() for {settings.retrain_epochs} epochs on VGG16 "
+        f"features of {settings.retrain_train_size:,} training images (Adam, lr "
+        f"{settings.retrain_learning_rate}, batch {settings.retrain_batch_size}); it reached {score:.3f} "
+        f"accuracy on {settings.retrain_test_size:,} test images, below the bar of "
+        f"{settings.retrain_min_accuracy:.3f}. Check that its layers can learn (trainable Dense layers, "
+        "sensible activations and initialisation).",
+    )

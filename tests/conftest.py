@@ -11,6 +11,7 @@ from coursekit import course
 from coursekit.data import configure_vgg16_weights
 from coursekit.grading import grade_notebook
 from coursekit.submissions import SUBMISSIONS_BY_LAB, make_weak_model, write_submission
+
 # The graders remember the scores they compute (course_config.GRADER_CACHE_DIR). The tests start from an
 # empty memory, shared by all gradings of this session: identical architectures are retrained once.
 os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="coursekit-grader-cache-")
@@ -26,8 +27,10 @@ def reference_exists(lab):
 def require_reference(lab):
     """Skip, saying why, when ``lab`` has no reference run yet (its submissions are made from it)."""
     if not reference_exists(lab):
-        pytest.skip(f"{lab.assignment} has no reference run in reference_solution/ yet: run "
-                    f"`python -m coursekit reference {lab.assignment}` (on a GPU for the CNN and VGG16 labs)")
+        pytest.skip(
+            f"{lab.assignment} has no reference run in reference_solution/ yet: run "
+            f"`python -m coursekit reference {lab.assignment}` (on a GPU for the CNN and VGG16 labs)"
+        )
 
 
 def released_course(root, labs=(course_config.LAB1,)):

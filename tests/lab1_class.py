@@ -54,7 +54,7 @@ class Tamper:
 '''
 
 # Run by nbgrader's re-execution: where does the kernel run? (docs/threat_model.md)
-PROBE_CELL = '''
+PROBE_CELL = """
 import os, socket
 reached = []
 for address in (("127.0.0.1", PORT), ("1.1.1.1", 53)):
@@ -64,7 +64,7 @@ for address in (("127.0.0.1", PORT), ("1.1.1.1", 53)):
     except OSError:
         pass
 print(f"re-execution probe: pid {os.getpid()}, reached {reached}")
-'''
+"""
 
 NAIVE_SOFTMAX = '''
 def softmax(logits):
@@ -127,9 +127,9 @@ CLASS = {
 class AutogradedClass:
     root: Path
     seconds: dict = field(default_factory=dict)  # demo student -> seconds of their own `nbgrader autograde --student`
-    failure: str = ""      # the error `nbgrader autograde` of the other students ended with ("" if none)
+    failure: str = ""  # the error `nbgrader autograde` of the other students ended with ("" if none)
     grades_csv: Path = None  # where `nbgrader export` was asked to write
-    probe: str = ""        # what the probe cell printed in nbgrader's re-execution (t_metadata)
+    probe: str = ""  # what the probe cell printed in nbgrader's re-execution (t_metadata)
     graded: set = field(default_factory=set)
 
     def rows(self):

@@ -36,15 +36,16 @@ STUDENT = "t_awkward"
 def awkward_edit(notebook):
     replace_function(notebook, "softmax", NAIVE_SOFTMAX)
     cells = notebook["cells"]
-    solutions = [cell for cell in cells if cell["metadata"].get("nbgrader", {}).get("solution")
-                 and cell["cell_type"] == "code"]
+    solutions = [
+        cell for cell in cells if cell["metadata"].get("nbgrader", {}).get("solution") and cell["cell_type"] == "code"
+    ]
     markdown = next(cell for cell in cells if cell["cell_type"] == "markdown")
     scale_test, activations_test = cell_of(notebook, "test_scale_images"), cell_of(notebook, "test_activations")
-    solutions[0]["metadata"]["nbgrader"] = "solution"                # a string
-    solutions[1]["source"] += "\n# ### END HIDDEN TESTS"              # an END marker in student code
-    markdown["metadata"]["nbgrader"] = ["grade", 5]                   # a list
-    scale_test["metadata"]["nbgrader"] = 3                            # a number, on a released test cell
-    copied = copy.deepcopy(activations_test)                          # a duplicated grade id
+    solutions[0]["metadata"]["nbgrader"] = "solution"  # a string
+    solutions[1]["source"] += "\n# ### END HIDDEN TESTS"  # an END marker in student code
+    markdown["metadata"]["nbgrader"] = ["grade", 5]  # a list
+    scale_test["metadata"]["nbgrader"] = 3  # a number, on a released test cell
+    copied = copy.deepcopy(activations_test)  # a duplicated grade id
     copied.update(source="pass", outputs=[], id="copied-activations")
     cells.append(copied)
     cells.append(nbformat.v4.new_code_cell("# ### BEGIN HIDDEN TESTS (no END)\nx = 1"))
@@ -72,6 +73,7 @@ def test_the_cleaning_step_leaves_nothing_for_nbgrader_to_trip_on(tmp_path):
 
 # The three ways of grading -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def three_gradings(tmp_path_factory):
     """(coursekit grade's report, nbgrader autograde's rows, grade-class's rows and summary)."""
@@ -85,8 +87,10 @@ def three_gradings(tmp_path_factory):
     course.nbgrader(root, "autograde", LAB.assignment)
     course.generate_feedback(root, LAB.assignment)
     summary = grade_class(class_root, workers=1, progress=False)
-    rows = {name: {row["student"]: row for row in course.check_table(path, LAB.assignment, LAB.notebook_id)}
-            for name, path in (("nbgrader", root), ("class", class_root))}
+    rows = {
+        name: {row["student"]: row for row in course.check_table(path, LAB.assignment, LAB.notebook_id)}
+        for name, path in (("nbgrader", root), ("class", class_root))
+    }
     return report, rows, summary, (root, class_root)
 
 

@@ -72,18 +72,24 @@ def passes(check, *args):
 
 # split_validation -----------------------------------------------------------------------------
 
+
 def split_sklearn(images, labels, val_fraction=0.1, seed=42):
     from sklearn.model_selection import train_test_split
 
-    x_train, x_val, y_train, y_val = train_test_split(images, labels, test_size=val_fraction, stratify=labels,
-                                                      random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, labels, test_size=val_fraction, stratify=labels, random_state=seed
+    )
     return x_train, y_train, x_val, y_val
 
 
 def split_numpy_per_class(images, labels, val_fraction=0.1, seed=42):
     rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.permutation(np.flatnonzero(labels == label))
-                          [:round(val_fraction * np.sum(labels == label))] for label in np.unique(labels)])
+    val = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(labels == label))[: round(val_fraction * np.sum(labels == label))]
+            for label in np.unique(labels)
+        ]
+    )
     train = np.setdiff1d(np.arange(len(labels)), val)
     return images[train], labels[train], images[val], labels[val]
 
@@ -106,7 +112,7 @@ def split_last(images, labels, val_fraction=0.1, seed=42):
 
 
 def split_every_kth(images, labels, val_fraction=0.1, seed=42):
-    val = np.arange(len(images))[::int(round(1 / val_fraction))]
+    val = np.arange(len(images))[:: int(round(1 / val_fraction))]
     train = np.setdiff1d(np.arange(len(images)), val)
     return images[train], labels[train], images[val], labels[val]
 
@@ -140,8 +146,18 @@ def test_honest_splits_pass(lab1, split):
         getattr(lab1, name)(student)
 
 
-@pytest.mark.parametrize("split", [split_first, split_last, split_every_kth, split_random_not_stratified,
-                                   split_seed_ignored, split_unseeded, split_labels_detached])
+@pytest.mark.parametrize(
+    "split",
+    [
+        split_first,
+        split_last,
+        split_every_kth,
+        split_random_not_stratified,
+        split_seed_ignored,
+        split_unseeded,
+        split_labels_detached,
+    ],
+)
 def test_wrong_splits_fail(lab1, split):
     student = run_calls(lab1, {"split_validation": split})
     assert not all(passes(getattr(lab1, name), student) for name in SPLIT_CHECKS)
@@ -154,6 +170,7 @@ def test_hidden_labels_do_not_make_an_unshuffled_split_look_stratified(lab1):
 
 
 # Convolution arithmetic ------------------------------------------------------------------------
+
 
 def conv_size_honest(size, kernel_size, stride=1, padding="valid"):
     if padding == "same":
@@ -181,8 +198,14 @@ def conv_size_same_floor(size, kernel_size, stride=1, padding="valid"):
 
 
 # What a student copies from an old feedback message: the answers of fixed hidden cases.
-OLD_TABLE = {(28, 3, 1, "valid"): 26, (28, 5, 2, "valid"): 12, (28, 3, 1, "same"): 28,
-             (28, 3, 2, "same"): 14, (7, 2, 2, "valid"): 3, (13, 4, 3, "same"): 5}
+OLD_TABLE = {
+    (28, 3, 1, "valid"): 26,
+    (28, 5, 2, "valid"): 12,
+    (28, 3, 1, "same"): 28,
+    (28, 3, 2, "same"): 14,
+    (7, 2, 2, "valid"): 3,
+    (13, 4, 3, "same"): 5,
+}
 
 
 def conv_size_from_table(size, kernel_size, stride=1, padding="valid"):
@@ -190,21 +213,22 @@ def conv_size_from_table(size, kernel_size, stride=1, padding="valid"):
 
 
 def conv_params_honest(kernel_size, in_channels, filters, use_bias=True):
-    return kernel_size ** 2 * in_channels * filters + (filters if use_bias else 0)
+    return kernel_size**2 * in_channels * filters + (filters if use_bias else 0)
 
 
 def conv_params_bias_always(kernel_size, in_channels, filters, use_bias=True):
-    return kernel_size ** 2 * in_channels * filters + filters
+    return kernel_size**2 * in_channels * filters + filters
 
 
 def conv_params_no_channels(kernel_size, in_channels, filters, use_bias=True):
-    return kernel_size ** 2 * filters + (filters if use_bias else 0)
+    return kernel_size**2 * filters + (filters if use_bias else 0)
 
 
 def _conv_arithmetic_passes(module, sizes, params):
     student = run_calls(module, {"conv_output_size": sizes, "conv_params": params})
-    return (all(passes(module.test_conv_output_size, student, index) for index in range(len(module.CONV_SIZES)))
-            and all(passes(module.test_conv_params, student, index) for index in range(len(module.CONV_PARAMS))))
+    return all(passes(module.test_conv_output_size, student, index) for index in range(len(module.CONV_SIZES))) and all(
+        passes(module.test_conv_params, student, index) for index in range(len(module.CONV_PARAMS))
+    )
 
 
 @pytest.mark.parametrize("sizes", [conv_size_honest, conv_size_with_pad])
@@ -212,8 +236,9 @@ def test_honest_conv_arithmetic_passes(lab2, sizes):
     assert _conv_arithmetic_passes(lab2, sizes, conv_params_honest)
 
 
-@pytest.mark.parametrize("sizes", [conv_size_ignores_stride, conv_size_rounds, conv_size_same_floor,
-                                   conv_size_from_table])
+@pytest.mark.parametrize(
+    "sizes", [conv_size_ignores_stride, conv_size_rounds, conv_size_same_floor, conv_size_from_table]
+)
 def test_wrong_conv_output_sizes_fail(lab2, sizes):
     assert not _conv_arithmetic_passes(lab2, sizes, conv_params_honest)
 
@@ -249,17 +274,27 @@ def test_conv_messages_give_no_hidden_answers(lab2):
 
 # Hidden inputs drawn afresh for each grading --------------------------------------------------
 
+
 def _hidden_cases_of_a_fresh_grading(replay=None):
-    code = ("import importlib.util,sys,json;sys.path.insert(0,'.');"
-            "spec=importlib.util.spec_from_file_location('g','grader_tests/test_lab2_cnn.py');"
-            "m=importlib.util.module_from_spec(spec);spec.loader.exec_module(m);"
-            "print(json.dumps([m.CONV_SIZES,m.CONV_PARAMS,m.HISTORIES[0]['loss']]))")
+    code = (
+        "import importlib.util,sys,json;sys.path.insert(0,'.');"
+        "spec=importlib.util.spec_from_file_location('g','grader_tests/test_lab2_cnn.py');"
+        "m=importlib.util.module_from_spec(spec);spec.loader.exec_module(m);"
+        "print(json.dumps([m.CONV_SIZES,m.CONV_PARAMS,m.HISTORIES[0]['loss']]))"
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("COURSEKIT_GRADING_SEED", None)
     if replay is not None:
         env["COURSEKIT_GRADING_SEED"] = str(replay)
-    done = subprocess.run([sys.executable, "-c", code], cwd=course_config.ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=course_config.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -269,6 +304,7 @@ def test_hidden_cases_change_with_each_grading_and_can_be_replayed():
 
 
 # The history plot -------------------------------------------------------------------------------
+
 
 def history_reference(history):
     history = getattr(history, "history", history)
@@ -306,8 +342,12 @@ def history_stacked_with_grid(history):
     return figure
 
 
-FIXED = {"loss": [1.9, 1.2, 0.9, 0.7, 0.6, 0.55], "val_loss": [2.1, 1.4, 1.1, 1.0, 0.98, 1.02],
-         "accuracy": [0.41, 0.58, 0.69, 0.75, 0.79, 0.81], "val_accuracy": [0.37, 0.52, 0.63, 0.66, 0.68, 0.67]}
+FIXED = {
+    "loss": [1.9, 1.2, 0.9, 0.7, 0.6, 0.55],
+    "val_loss": [2.1, 1.4, 1.1, 1.0, 0.98, 1.02],
+    "accuracy": [0.41, 0.58, 0.69, 0.75, 0.79, 0.81],
+    "val_accuracy": [0.37, 0.52, 0.63, 0.66, 0.68, 0.67],
+}
 
 
 def history_ignores_argument(history):
@@ -363,10 +403,12 @@ def history_first_epochs_only(history):
 
 def _plot_passes(module, plot):
     student = run_calls(module, {"plot_history": plot})
-    return all(passes(check_history_panel, student[f"plot_history_{index}"].value, history, panel, panel,
-                      f"val_{panel}")
-               for index, history in enumerate(module.HISTORIES) for panel in ("loss", "accuracy")
-               if student[f"plot_history_{index}"].ok)
+    return all(
+        passes(check_history_panel, student[f"plot_history_{index}"].value, history, panel, panel, f"val_{panel}")
+        for index, history in enumerate(module.HISTORIES)
+        for panel in ("loss", "accuracy")
+        if student[f"plot_history_{index}"].ok
+    )
 
 
 @pytest.mark.parametrize("plot", [history_reference, history_pyplot_state, history_stacked_with_grid])
@@ -374,8 +416,17 @@ def test_honest_history_plots_pass(lab1, plot):
     assert _plot_passes(lab1, plot)
 
 
-@pytest.mark.parametrize("plot", [history_ignores_argument, history_one_panel_and_decoy, history_training_only,
-                                  history_swapped_curves, history_without_legend, history_first_epochs_only])
+@pytest.mark.parametrize(
+    "plot",
+    [
+        history_ignores_argument,
+        history_one_panel_and_decoy,
+        history_training_only,
+        history_swapped_curves,
+        history_without_legend,
+        history_first_epochs_only,
+    ],
+)
 def test_wrong_history_plots_fail(lab1, plot):
     assert not _plot_passes(lab1, plot)
 
@@ -389,6 +440,7 @@ def test_graders_draw_several_different_histories(lab1, lab2):
 
 
 # The figures in the outputs ----------------------------------------------------------------------
+
 
 def _png(width, height):
     import base64
@@ -414,35 +466,50 @@ def _notebook(tmp_path, cells):
     return path
 
 
-REQUIRED = {"the history": r"plot_history\(", "the confusion matrix": r"(?i)confusion",
-            "the comparison": r"(?i)comparison"}
+REQUIRED = {
+    "the history": r"plot_history\(",
+    "the confusion matrix": r"(?i)confusion",
+    "the comparison": r"(?i)comparison",
+}
 
 
 def test_figures_each_drawn_by_its_own_code_pass(tmp_path):
     from coursekit.checks import check_figures_in_outputs
 
     image = _png(400, 300)
-    path = _notebook(tmp_path, [("plot_history(history)", [image]),
-                                ("ConfusionMatrixDisplay.from_predictions(y, p)\nplt.title('Confusion matrix')",
-                                 [image]),
-                                ("comparison = {'a': 1}\nplt.bar(comparison.keys(), comparison.values())", [image])])
+    path = _notebook(
+        tmp_path,
+        [
+            ("plot_history(history)", [image]),
+            ("ConfusionMatrixDisplay.from_predictions(y, p)\nplt.title('Confusion matrix')", [image]),
+            ("comparison = {'a': 1}\nplt.bar(comparison.keys(), comparison.values())", [image]),
+        ],
+    )
     check_figures_in_outputs(path, REQUIRED)
     # Two figures drawn in one cell, two images: each has its own.
-    path = _notebook(tmp_path, [("plot_history(h)\nplt.show()\nconfusion_matrix(y, p)\nplt.show()", [image, image]),
-                                ("plt.bar(comparison.keys(), comparison.values())", [image])])
+    path = _notebook(
+        tmp_path,
+        [
+            ("plot_history(h)\nplt.show()\nconfusion_matrix(y, p)\nplt.show()", [image, image]),
+            ("plt.bar(comparison.keys(), comparison.values())", [image]),
+        ],
+    )
     check_figures_in_outputs(path, REQUIRED)
 
 
-@pytest.mark.parametrize("cells", [
-    # Comments naming every figure next to one small plot.
-    [("# plot_history(history)\n# confusion matrix\n# comparison chart\nplt.subplots(1, 1)", ["BIG"])],
-    # A string naming them all, one image.
-    [("print('plot_history( confusion comparison')\nplt.plot([1])", ["BIG"])],
-    # Every figure named in code, but one image for all of them.
-    [("plot_history(h); confusion_matrix(y, p); comparison = 1", ["BIG"])],
-    # Images of 1x1 pixels.
-    [("plot_history(h)", ["TINY"]), ("confusion_matrix(y, p)", ["TINY"]), ("comparison = 1", ["TINY"])],
-])
+@pytest.mark.parametrize(
+    "cells",
+    [
+        # Comments naming every figure next to one small plot.
+        [("# plot_history(history)\n# confusion matrix\n# comparison chart\nplt.subplots(1, 1)", ["BIG"])],
+        # A string naming them all, one image.
+        [("print('plot_history( confusion comparison')\nplt.plot([1])", ["BIG"])],
+        # Every figure named in code, but one image for all of them.
+        [("plot_history(h); confusion_matrix(y, p); comparison = 1", ["BIG"])],
+        # Images of 1x1 pixels.
+        [("plot_history(h)", ["TINY"]), ("confusion_matrix(y, p)", ["TINY"]), ("comparison = 1", ["TINY"])],
+    ],
+)
 def test_figures_named_but_not_drawn_fail(tmp_path, cells):
     from coursekit.checks import check_figures_in_outputs
 
@@ -454,44 +521,57 @@ def test_figures_named_but_not_drawn_fail(tmp_path, cells):
 
 # Lab 2: augmentation -------------------------------------------------------------------------------
 
+
 def augmentation_shifts_and_flips():
     from keras import layers
-    return keras_sequential([layers.RandomFlip("horizontal"),
-                             layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest")])
+
+    return keras_sequential(
+        [
+            layers.RandomFlip("horizontal"),
+            layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", interpolation="nearest"),
+        ]
+    )
 
 
 def augmentation_zoom_and_contrast():
     from keras import layers
+
     return keras_sequential([layers.RandomTranslation(0.1, 0.1), layers.RandomZoom(0.1), layers.RandomContrast(0.1)])
 
 
 def augmentation_noise_only():
     from keras import layers
+
     return keras_sequential([layers.GaussianNoise(0.1)])
 
 
 def augmentation_erasing_and_blur():
     from keras import layers
+
     return keras_sequential([layers.RandomErasing(value_range=(0, 1)), layers.RandomGaussianBlur(value_range=(0, 1))])
 
 
 def augmentation_identity():
     from keras import layers
+
     return keras_sequential([layers.Identity()])
 
 
 def augmentation_always_on():
     from keras import layers
+
     return keras_sequential([layers.Rescaling(0.5)])  # not random, and it changes test images too
 
 
 def augmentation_cropping():
     from keras import layers
+
     return keras_sequential([layers.RandomFlip("horizontal"), layers.RandomCrop(24, 24)])  # 28x28 becomes 24x24
 
 
 def keras_sequential(steps):
     import keras
+
     return keras.Sequential([keras.Input(shape=(28, 28, 1)), *steps])
 
 
@@ -500,8 +580,15 @@ def _augmentation_passes(module, build):
     return passes(module.test_augmentation_layers, student)
 
 
-@pytest.mark.parametrize("build", [augmentation_shifts_and_flips, augmentation_zoom_and_contrast,
-                                   augmentation_noise_only, augmentation_erasing_and_blur])
+@pytest.mark.parametrize(
+    "build",
+    [
+        augmentation_shifts_and_flips,
+        augmentation_zoom_and_contrast,
+        augmentation_noise_only,
+        augmentation_erasing_and_blur,
+    ],
+)
 def test_honest_augmentations_pass(lab2, build):
     assert _augmentation_passes(lab2, build)
 

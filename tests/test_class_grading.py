@@ -29,14 +29,23 @@ BROKEN = "demo_broken_json"
 
 # Cheap stand-ins for coursekit.class_worker.grade_submission (module level: the worker processes import them).
 
+
 def passing_grader(job):
     """Every check passes; the "executed" notebook is the submitted one."""
     notebook = json.loads(job.files[job.notebook])
-    grade_ids = [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
-                 if cell["metadata"].get("nbgrader", {}).get("grade")
-                 and not cell["metadata"]["nbgrader"].get("solution")]
-    return SubmissionResult(job.assignment, job.student, executed_notebook=notebook, files=sorted(job.files),
-                            report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}), host="stub")
+    grade_ids = [
+        cell["metadata"]["nbgrader"]["grade_id"]
+        for cell in notebook["cells"]
+        if cell["metadata"].get("nbgrader", {}).get("grade") and not cell["metadata"]["nbgrader"].get("solution")
+    ]
+    return SubmissionResult(
+        job.assignment,
+        job.student,
+        executed_notebook=notebook,
+        files=sorted(job.files),
+        report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}),
+        host="stub",
+    )
 
 
 def flagging_grader(job):
@@ -99,6 +108,7 @@ def stub_course(stub_course_template, tmp_path):
 
 # Resume logic, with stand-ins --------------------------------------------------------------------
 
+
 def test_rerun_grades_nothing_and_a_changed_submission_is_regraded_alone(stub_course):
     first = grade_class(stub_course, workers=2, grade=passing_grader, progress=False)
     assert len(first.graded) == 3 and len(first.recorded) == 3 and not first.failures
@@ -145,8 +155,9 @@ def test_identical_model_files_are_flagged(stub_course):
     students = {s for _, s in first.graded}
     for student in students:
         notes = first.flags[LAB.assignment, student]
-        assert any("byte for byte the same" in note and all(other in note for other in students - {student})
-                   for note in notes)
+        assert any(
+            "byte for byte the same" in note and all(other in note for other in students - {student}) for note in notes
+        )
     assert "a note from the graders" in first.flags[LAB.assignment, "demo_missing_function"]
     assert any("review   lab1_dense/demo_reference" in line for line in first.lines())
     assert all(not lost_points(row) for row in rows(stub_course).values())
@@ -192,29 +203,55 @@ def test_the_grading_code_digest_follows_what_the_grading_code_does(tmp_path):
     assert edit("coursekit/demo.py", "def ", "DEMO_ONLY = 1\n\n\ndef ") == before  # decides no grade
     changed_grader = edit("grader_tests/test_lab1_dense.py", "\ndef ", "\nEXTRA_CASE = 1\n\n\ndef ")
     assert changed_grader != before
-    assert edit("course_config.py", "saved_model_min_accuracy: float = 0.905",
-                "saved_model_min_accuracy: float = 0.9") != changed_grader
+    assert (
+        edit("course_config.py", "saved_model_min_accuracy: float = 0.905", "saved_model_min_accuracy: float = 0.9")
+        != changed_grader
+    )
 
 
 # The worker's own problems, without a full grading ------------------------------------------------
+
 
 def job_for(files, timeout=0):
     return GradingJob(LAB.assignment, "someone", LAB.notebook, files, timeout=timeout)
 
 
 def test_a_stored_result_reads_back_as_it_was_written_and_a_broken_one_is_graded_again(tmp_path):
-    report = GradingReport({"test_softmax": CheckResult("test_softmax", False, "wrong")}, flags=["look"],
-                           unfinished="", measurements={"saved_model_test_accuracy": 0.9})
-    result = SubmissionResult(LAB.assignment, "s", report=report, executed_notebook={"cells": []},
-                              files=[LAB.notebook], model_sha256="ab", seconds=1.5, host="h", fingerprint="f",
-                              left_out=["`big.bin` (1.0 GiB)"])
+    report = GradingReport(
+        {"test_softmax": CheckResult("test_softmax", False, "wrong")},
+        flags=["look"],
+        unfinished="",
+        measurements={"saved_model_test_accuracy": 0.9},
+    )
+    result = SubmissionResult(
+        LAB.assignment,
+        "s",
+        report=report,
+        executed_notebook={"cells": []},
+        files=[LAB.notebook],
+        model_sha256="ab",
+        seconds=1.5,
+        host="h",
+        fingerprint="f",
+        left_out=["`big.bin` (1.0 GiB)"],
+    )
     store = ResultStore(tmp_path)
     store.save(result)
     assert store.load(LAB.assignment, "s") == result
     assert SubmissionResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
-    older = {"assignment": LAB.assignment, "student": "old", "problem": "", "host": "h", "seconds": 2.0,
-             "report": {"problem": "", "checks": {"test_softmax": {"passed": True, "message": ""}}, "flags": []},
-             "executed_notebook": None, "model_sha256": "", "fingerprint": "f0", "left_out": [], "other": 1}
+    older = {
+        "assignment": LAB.assignment,
+        "student": "old",
+        "problem": "",
+        "host": "h",
+        "seconds": 2.0,
+        "report": {"problem": "", "checks": {"test_softmax": {"passed": True, "message": ""}}, "flags": []},
+        "executed_notebook": None,
+        "model_sha256": "",
+        "fingerprint": "f0",
+        "left_out": [],
+        "other": 1,
+    }
     assert SubmissionResult.from_dict(older).scored_report().checks["test_softmax"].passed  # no "files": still read
     store.path(LAB.assignment, "broken").write_text('{"assignment": "x", "report": []}')
     assert store.load(LAB.assignment, "broken") is None  # not a result: graded again, never a crash
@@ -238,8 +275,9 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
 
     # A graded function that hangs keeps the hidden graders busy past 5 s on any machine, however fast.
     slow_function = "import time\n\ndef scale_images(images):\n    time.sleep(60)\n    return images"
-    notebook = new_notebook(cells=[new_code_cell(slow_function), new_code_cell("time.sleep(60)"),
-                                   new_code_cell("print('after')")])
+    notebook = new_notebook(
+        cells=[new_code_cell(slow_function), new_code_cell("time.sleep(60)"), new_code_cell("print('after')")]
+    )
     result = grade_submission(job_for({LAB.notebook: nbformat.writes(notebook).encode()}, timeout=5))
     assert result.seconds < 60  # the 60-second cell was cut short, not waited for (however loaded the machine)
     assert result.problem == ""  # not a broken submission: the graders' verdicts (here: none in time) decide
@@ -277,6 +315,7 @@ def test_ctrl_c_while_the_graders_run_leaves_no_grader_process(monkeypatch, tmp_
 # One real grading, on a Dask cluster ------------------------------------------------------------------
 # The local worker pool runs the same grade_submission; its plumbing is tested above with stand-ins, and
 # grade_submission itself above and here. One real grading of a submission (about 100 CPU-seconds) is enough.
+
 
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
@@ -338,8 +377,11 @@ def test_class_report_and_platform_exports_agree_with_the_gradebook(stub_course)
 
     numbers = summary(class_rows(stub_course, LAB.assignment))
     with open(done.grades_csv, newline="") as handle:
-        csv_scores = {row["student_id"]: float(row["raw_score"]) for row in csv.DictReader(handle)
-                      if row["assignment"] == LAB.assignment}
+        csv_scores = {
+            row["student_id"]: float(row["raw_score"])
+            for row in csv.DictReader(handle)
+            if row["assignment"] == LAB.assignment
+        }
     assert numbers["totals"] == pytest.approx(csv_scores)
     softmax_points = [gid for gid in numbers["pass_rates"] if gid == "test_softmax"]
     assert softmax_points and numbers["pass_rates"]["test_softmax"] == pytest.approx(2 / 3)
@@ -356,5 +398,6 @@ def test_class_report_and_platform_exports_agree_with_the_gradebook(stub_course)
     column = next(i for i, title in enumerate(rows[0]) if title.startswith(LAB.assignment))
     assert {row[2]: float(row[column]) for row in rows[2:]} == pytest.approx(csv_scores)
     with moodle.open(newline="") as handle:
-        assert {row["ID number"]: float(row[LAB.assignment]) for row in csv.DictReader(handle)} == \
-            pytest.approx(csv_scores)
+        assert {row["ID number"]: float(row[LAB.assignment]) for row in csv.DictReader(handle)} == pytest.approx(
+            csv_scores
+        )

@@ -6,8 +6,9 @@ from coursekit import cli
 
 def test_grade_takes_the_lab_from_the_notebook_name(monkeypatch, tmp_path, capsys):
     graded = []
-    monkeypatch.setattr("coursekit.grading.grade_notebook",
-                        lambda notebook, assignment: graded.append(assignment) or _empty_report())
+    monkeypatch.setattr(
+        "coursekit.grading.grade_notebook", lambda notebook, assignment: graded.append(assignment) or _empty_report()
+    )
     for lab in course_config.LABS:
         cli.main(["grade", str(tmp_path / lab.assignment / lab.notebook)])
     assert graded == [lab.assignment for lab in course_config.LABS]

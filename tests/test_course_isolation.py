@@ -37,9 +37,11 @@ from test_sandbox import notebook_with
 
 LAB = course_config.LAB1
 ISOLATION = isolation.isolation()
-needs_other_user = pytest.mark.skipif(not ISOLATION.drops_privileges,
-                                      reason="student code cannot run as another user here, so closing folders to "
-                                             "others cannot be seen from it: " + "; ".join(ISOLATION.missing))
+needs_other_user = pytest.mark.skipif(
+    not ISOLATION.drops_privileges,
+    reason="student code cannot run as another user here, so closing folders to "
+    "others cannot be seen from it: " + "; ".join(ISOLATION.missing),
+)
 
 # An outside course's files, relative to its folder: every private kind the issue lists, another student's.
 PRIVATE_FILES = {
@@ -101,8 +103,12 @@ def private_targets(root):
             targets.append(f"{root / parts[0]}/")
         targets.append(str(root / name))
     kit = course_config
-    targets += [f"{kit.GRADER_TESTS_DIR}/", str(kit.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py"),
-                f"{kit.REFERENCE_DIR}/", f"{kit.GRADER_CACHE_DIR}/"]
+    targets += [
+        f"{kit.GRADER_TESTS_DIR}/",
+        str(kit.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py"),
+        f"{kit.REFERENCE_DIR}/",
+        f"{kit.GRADER_CACHE_DIR}/",
+    ]
     return targets
 
 
@@ -111,7 +117,7 @@ def public_targets(root):
 
 
 # 1 readable, 0 PermissionError, 2 any other error (missing, ...): a folder (a path ending in "/") is listed.
-READABLE = '''
+READABLE = """
 import json, os
 
 def readable(path):
@@ -126,16 +132,20 @@ def readable(path):
         return 0
     except OSError:
         return 2
-'''
+"""
 
 
 def sandbox_probe(folder, targets):
     """``{target: 1/0/2}`` as seen by a graded function in the sandbox child."""
-    path = notebook_with(Path(folder), READABLE + f'''
+    path = notebook_with(
+        Path(folder),
+        READABLE
+        + f"""
 import numpy as np
 def probe(x):
     return np.array([readable(path) for path in {targets!r}])
-''')
+""",
+    )
     run = run_student_functions(path, [Call("probe", (1,))])
     assert run["probe"].ok, run["probe"].error
     return dict(zip(targets, run["probe"].value.tolist()))
@@ -153,7 +163,7 @@ def kernel_probe_result(notebook, targets):
     for output in notebook.cells[0].get("outputs", []):
         text = output.get("text", "")
         if "PROBE[" in text:
-            return dict(zip(targets, json.loads(text[text.index("PROBE[") + 5:].splitlines()[0])))
+            return dict(zip(targets, json.loads(text[text.index("PROBE[") + 5 :].splitlines()[0])))
     return notebook.cells[0].get("outputs")
 
 
@@ -163,11 +173,11 @@ def open_ones(seen, targets):
 
 def open_to_others(root):
     """Private paths of the course ``root`` that still give others any permission."""
-    return [str(path) for path in isolation.private_course_paths(root)
-            if path.exists() and path.stat().st_mode & 0o007]
+    return [str(path) for path in isolation.private_course_paths(root) if path.exists() and path.stat().st_mode & 0o007]
 
 
 # The explicit close step, seen from the sandbox child ---------------------------------------------------
+
 
 @needs_other_user
 def test_close_course_shuts_the_sandbox_child_out_of_an_outside_course(outside_course, tmp_path):
@@ -229,6 +239,7 @@ def test_folders_made_after_the_close_are_made_closed(outside_parent):
 
 # The re-run kernel ---------------------------------------------------------------------------------------
 
+
 @needs_other_user
 def test_re_run_kernel_cannot_read_the_course_nbgrader_grades(outside_course, outside_parent):
     """nbgrader's course (its CourseDirectory.root), closed by the kernel itself before it starts: here a
@@ -242,8 +253,10 @@ def test_re_run_kernel_cannot_read_the_course_nbgrader_grades(outside_course, ou
     notebook = kernel_notebook(private + public)
     config = Config()
     config.CourseDirectory.root = str(outside_course)
-    resources = {"metadata": {"path": str(run_folder)},
-                 "nbgrader": {"student": "t_probe", "assignment": LAB.assignment, "notebook": LAB.notebook_id}}
+    resources = {
+        "metadata": {"path": str(run_folder)},
+        "nbgrader": {"student": "t_probe", "assignment": LAB.assignment, "notebook": LAB.notebook_id},
+    }
     SandboxedExecute(timeout=120, config=config).preprocess(notebook, resources)
     seen = kernel_probe_result(notebook, private + public)
     assert isinstance(seen, dict), seen
@@ -272,18 +285,28 @@ def grade_or_probe(job):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     notebook = json.loads(job.files[job.notebook])
-    grade_ids = [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
-                 if cell["metadata"].get("nbgrader", {}).get("grade")
-                 and not cell["metadata"]["nbgrader"].get("solution")]
+    grade_ids = [
+        cell["metadata"]["nbgrader"]["grade_id"]
+        for cell in notebook["cells"]
+        if cell["metadata"].get("nbgrader", {}).get("grade") and not cell["metadata"]["nbgrader"].get("solution")
+    ]
     with tempfile.TemporaryDirectory(prefix="coursekit-probe-") as scratch:
         child = sandbox_probe(scratch, targets)
         executed = kernel_notebook(targets)
         _run_quick_mode(executed, Path(scratch), time.monotonic() + 300, "python3", "probe-worker", 300)
-    findings = {"marker_seen": marker.exists(), "probe_child": child,
-                "probe_kernel": kernel_probe_result(executed, targets)}
+    findings = {
+        "marker_seen": marker.exists(),
+        "probe_child": child,
+        "probe_kernel": kernel_probe_result(executed, targets),
+    }
     Path(job.files["findings.txt"].decode()).write_text(json.dumps(findings), encoding="utf-8")
-    return SubmissionResult(job.assignment, job.student, executed_notebook=notebook, host="probe-worker",
-                            report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}))
+    return SubmissionResult(
+        job.assignment,
+        job.student,
+        executed_notebook=notebook,
+        host="probe-worker",
+        report=GradingReport({gid: CheckResult(gid, True, "") for gid in grade_ids}),
+    )
 
 
 @needs_other_user
@@ -299,14 +322,19 @@ def test_grade_class_keeps_an_outside_course_closed_while_it_creates_its_folders
     (root / "reports" / "class_report.txt").write_text("demo_reference: every point")
     results = root / course_config.CLASS_GRADING_RESULTS
     made_during_the_run = [  # none of these exists when grading starts
-        f"{results}/", str(results / LAB.assignment / "demo_reference.json"),
+        f"{results}/",
+        str(results / LAB.assignment / "demo_reference.json"),
         str(root / "autograded" / "demo_reference" / LAB.assignment / LAB.notebook),
         str(root / "feedback" / "demo_reference" / LAB.assignment / f"{LAB.notebook_id}.html"),
     ]
-    existing = [str(root / "gradebook.db"), f"{root / 'submitted'}/",
-                str(root / "submitted" / "demo_reference" / LAB.assignment / LAB.notebook),
-                str(root / "source" / LAB.assignment / LAB.notebook), f"{root / 'reports'}/",
-                str(root / "reports" / "class_report.txt")]
+    existing = [
+        str(root / "gradebook.db"),
+        f"{root / 'submitted'}/",
+        str(root / "submitted" / "demo_reference" / LAB.assignment / LAB.notebook),
+        str(root / "source" / LAB.assignment / LAB.notebook),
+        f"{root / 'reports'}/",
+        str(root / "reports" / "class_report.txt"),
+    ]
     private = existing + made_during_the_run
     public = [str(root / "nbgrader_config.py"), str(root / "release" / LAB.assignment / LAB.notebook)]
     probe = root / "submitted" / PROBE_STUDENT / LAB.assignment
@@ -322,8 +350,10 @@ def test_grade_class_keeps_an_outside_course_closed_while_it_creates_its_folders
 
     summary = grade_class(root, workers=1, grade=grade_or_probe, progress=False)
 
-    assert not summary.failures and set(summary.graded) == {(LAB.assignment, "demo_reference"),
-                                                            (LAB.assignment, PROBE_STUDENT)}, summary.lines()
+    assert not summary.failures and set(summary.graded) == {
+        (LAB.assignment, "demo_reference"),
+        (LAB.assignment, PROBE_STUDENT),
+    }, summary.lines()
     rows = {row["student"]: row for row in course.check_table(root, LAB.assignment, LAB.notebook_id)}
     assert lost_points(rows["demo_reference"]) == set(), rows["demo_reference"]  # the honest one got every point
     assert all(Path(target.rstrip("/")).exists() for target in made_during_the_run)

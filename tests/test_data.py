@@ -31,8 +31,7 @@ def test_loader_reads_the_original_files(empty_keras_home):
 
 def test_keras_own_loader_uses_the_filled_cache(empty_keras_home):
     data.ensure_keras_cache(course_config.FASHION_MNIST_DIRS)
-    code = ("import keras; (x, y), (xt, yt) = keras.datasets.fashion_mnist.load_data(); "
-            "print(x.shape, xt.shape)")
+    code = "import keras; (x, y), (xt, yt) = keras.datasets.fashion_mnist.load_data(); print(x.shape, xt.shape)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(60000, 28, 28) (10000, 28, 28)" in done.stdout
@@ -48,8 +47,10 @@ def test_without_files_the_error_says_how_to_fix_it(empty_keras_home, tmp_path):
 
 
 def test_data_command_fails_cleanly_without_files_or_network(empty_keras_home, tmp_path, monkeypatch):
-    code = ("import course_config, pathlib; course_config.FASHION_MNIST_DIRS[:] = [pathlib.Path('/nonexistent')]; "
-            "from coursekit.cli import main; raise SystemExit(main(['data']))")
+    code = (
+        "import course_config, pathlib; course_config.FASHION_MNIST_DIRS[:] = [pathlib.Path('/nonexistent')]; "
+        "from coursekit.cli import main; raise SystemExit(main(['data']))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert "Fashion-MNIST was not found" in done.stderr
@@ -57,6 +58,7 @@ def test_data_command_fails_cleanly_without_files_or_network(empty_keras_home, t
 
 
 # VGG16's ImageNet weights (Lab 3) -----------------------------------------------------------------
+
 
 def _local_weights():
     found = [path for path in course_config.VGG16_WEIGHTS_SOURCES if path.is_file()]

@@ -32,7 +32,8 @@ KILLS_THE_KERNEL = {
     "segfault": "import ctypes\nctypes.string_at(0)",
 }
 SURVIVES = "try:\n    bytearray(2 * 2**20 * {mb})\nexcept MemoryError:\n    print('too big')".format(
-    mb=course_config.NOTEBOOK_KERNEL_MEMORY_MB)  # past the kernel's memory limit, and caught
+    mb=course_config.NOTEBOOK_KERNEL_MEMORY_MB
+)  # past the kernel's memory limit, and caught
 
 
 @pytest.mark.parametrize("cell", KILLS_THE_KERNEL.values(), ids=KILLS_THE_KERNEL.keys())
@@ -53,8 +54,11 @@ def test_a_kernel_that_survives_its_memory_limit_runs_to_the_end(tmp_path):
 
 def all_passed(notebook, assignment, timeout=None, course=None):
     """Stand-in for the hidden graders: every check of Lab 1 passes."""
-    grade_ids = [cell.metadata["nbgrader"]["grade_id"] for cell in nbformat.read(notebook, as_version=4).cells
-                 if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution")]
+    grade_ids = [
+        cell.metadata["nbgrader"]["grade_id"]
+        for cell in nbformat.read(notebook, as_version=4).cells
+        if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution")
+    ]
     return GradingReport({grade_id: CheckResult(grade_id, True, "") for grade_id in grade_ids})
 
 

@@ -27,8 +27,12 @@ import course_config
 from coursekit.nbgrader_preprocessors import SanitizeSubmission, bounded_output
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=(
-    "Chromium is not installed: `apt-get install -y chromium` (make test does) to check pages in a real browser"))
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=(
+        "Chromium is not installed: `apt-get install -y chromium` (make test does) to check pages in a real browser"
+    ),
+)
 
 MARK = "submission" + "-script-ran"  # what each script writes into the page; its source never spells it out
 
@@ -38,20 +42,39 @@ def marker_script(where):
 
 
 def hostile_notebook():
-    return new_notebook(cells=[
-        new_markdown_cell(f"# Answer\n<script>{marker_script('md')}</script>\n"
-                          f"<img src='x' onerror=\"{marker_script('onerror')}\">\n"
-                          f"[click](javascript:{marker_script('link')})\n\n**bold answer**"),
-        new_raw_cell(f"<script>{marker_script('raw')}</script>", metadata={"format": "text/html"}),
-        new_code_cell("display(...)", outputs=[
-            new_output("display_data", data={"application/javascript": marker_script("js"), "text/plain": "js"}),
-            new_output("display_data", data={"text/html": f"<table><tr><td>honest cell</td></tr></table>"
-                                                          f"<script>{marker_script('html')}</script>"
-                                                          f"<div onmouseover=\"{marker_script('hover')}\">x</div>"}),
-            new_output("display_data", data={"image/svg+xml": f"<svg xmlns='http://www.w3.org/2000/svg' "
-                                                              f"onload=\"{marker_script('svg')}\"></svg>"}),
-        ]),
-    ])
+    return new_notebook(
+        cells=[
+            new_markdown_cell(
+                f"# Answer\n<script>{marker_script('md')}</script>\n"
+                f"<img src='x' onerror=\"{marker_script('onerror')}\">\n"
+                f"[click](javascript:{marker_script('link')})\n\n**bold answer**"
+            ),
+            new_raw_cell(f"<script>{marker_script('raw')}</script>", metadata={"format": "text/html"}),
+            new_code_cell(
+                "display(...)",
+                outputs=[
+                    new_output(
+                        "display_data", data={"application/javascript": marker_script("js"), "text/plain": "js"}
+                    ),
+                    new_output(
+                        "display_data",
+                        data={
+                            "text/html": f"<table><tr><td>honest cell</td></tr></table>"
+                            f"<script>{marker_script('html')}</script>"
+                            f'<div onmouseover="{marker_script("hover")}">x</div>'
+                        },
+                    ),
+                    new_output(
+                        "display_data",
+                        data={
+                            "image/svg+xml": f"<svg xmlns='http://www.w3.org/2000/svg' "
+                            f'onload="{marker_script("svg")}"></svg>'
+                        },
+                    ),
+                ],
+            ),
+        ]
+    )
 
 
 def render(notebook, sanitize, folder):
@@ -66,10 +89,24 @@ def render(notebook, sanitize, folder):
 def dom_after_scripts(page):
     with tempfile.TemporaryDirectory(prefix="coursekit-chromium-") as profile:
         run = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=120)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert run.returncode == 0 and "<body" in run.stdout, run.stderr[-2000:]
     return run.stdout
 

@@ -21,7 +21,6 @@ NEEDS_NO_MODEL = {"test_architecture", "test_imagenet_weights", "test_head_retra
 FLAWS = {s.student: s for s in LAB3_SUBMISSIONS}
 
 
-
 def _local_weights_missing():
     try:
         ensure_vgg16_weights()
@@ -32,8 +31,11 @@ def _local_weights_missing():
 
 pytestmark = [
     pytest.mark.skipif(reference_exists(LAB3), reason="tests/test_graders.py grades Lab 3's submissions"),
-    pytest.mark.skipif(_local_weights_missing(), reason="no local copy of VGG16's ImageNet weights "
-                       "(course_config.VGG16_WEIGHTS_SOURCES, or $VGG16_WEIGHTS): the graders never download"),
+    pytest.mark.skipif(
+        _local_weights_missing(),
+        reason="no local copy of VGG16's ImageNet weights "
+        "(course_config.VGG16_WEIGHTS_SOURCES, or $VGG16_WEIGHTS): the graders never download",
+    ),
 ]
 
 
@@ -60,8 +62,9 @@ def test_solution_code_passes_the_checks_that_need_no_model(tmp_path):
 
 
 def test_flawed_code_fails_those_checks_with_its_messages(tmp_path):
-    edit = _several(FLAWS["demo_random_weights"].edit, FLAWS["demo_single_channel"].edit,
-                    FLAWS["test_head_and_plot_flaws"].edit)
+    edit = _several(
+        FLAWS["demo_random_weights"].edit, FLAWS["demo_single_channel"].edit, FLAWS["test_head_and_plot_flaws"].edit
+    )
     report = _graded(tmp_path, edit)
     assert not report.problem
     failed = {grade_id: result.message for grade_id, result in report.checks.items() if not result.passed}

@@ -27,7 +27,10 @@ from coursekit import checks
 from coursekit.checks import CheckFailed
 from coursekit.model_files import read_model_file, rebuild_architecture, run_model_file
 from coursekit.saved_model import (
-    check_built_by, check_honest_accuracy, evaluate_saved_model, layer_signature,
+    check_built_by,
+    check_honest_accuracy,
+    evaluate_saved_model,
+    layer_signature,
 )
 
 LAB1, LAB2 = course_config.LAB1, course_config.LAB2
@@ -98,38 +101,56 @@ def set_last_layer(class_name, module="keras.layers", registered=None, config=No
         layer = model_config["config"]["layers"][-1]
         layer.update(class_name=class_name, module=module, registered_name=registered)
         layer["config"].update(config or {})
+
     return change
 
 
 # Refused as data, before anything is loaded ----------------------------------------------------------
 
 REFUSED_CONFIGS = {
-    "TFSMLayer loading a SavedModel": (set_last_layer("TFSMLayer", config={"filepath": "/tmp/exported"}),
-                                       "contains a TFSMLayer layer"),
-    "Lambda layer": (set_last_layer("Lambda", config={"function": {"class_name": "__lambda__"}}),
-                     "contains a Lambda layer"),
+    "TFSMLayer loading a SavedModel": (
+        set_last_layer("TFSMLayer", config={"filepath": "/tmp/exported"}),
+        "contains a TFSMLayer layer",
+    ),
+    "Lambda layer": (
+        set_last_layer("Lambda", config={"function": {"class_name": "__lambda__"}}),
+        "contains a Lambda layer",
+    ),
     "custom layer class": (set_last_layer("Backdoor", module="evil.layers"), "not one of Keras's own classes"),
     "class from the os module": (set_last_layer("system", module="os"), "not one of Keras's own classes"),
-    "registered custom object": (set_last_layer("Dense", registered="my_package>Dense"),
-                                 "registered as a custom object"),
+    "registered custom object": (
+        set_last_layer("Dense", registered="my_package>Dense"),
+        "registered as a custom object",
+    ),
     "lambda inside a layer's config": (
         lambda config: config["config"]["layers"][-1]["config"].update(
-            activation={"class_name": "__lambda__", "config": {"code": "x"}}),
-        "__lambda__ is not one of Keras's own classes"),
+            activation={"class_name": "__lambda__", "config": {"code": "x"}}
+        ),
+        "__lambda__ is not one of Keras's own classes",
+    ),
     "function from builtins": (
         lambda config: config["config"]["layers"][-1]["config"].update(
-            activation={"module": "builtins", "class_name": "function", "config": "exec",
-                        "registered_name": "function"}),
-        "function is not one of Keras's own classes"),
+            activation={"module": "builtins", "class_name": "function", "config": "exec", "registered_name": "function"}
+        ),
+        "function is not one of Keras's own classes",
+    ),
     "type spec from another module": (
         lambda config: config["config"]["layers"][-1]["config"].update(
-            kernel_initializer={"class_name": "__typespec__", "module": "os", "spec_name": "system"}),
-        "not one of Keras's own classes"),
+            kernel_initializer={"class_name": "__typespec__", "module": "os", "spec_name": "system"}
+        ),
+        "not one of Keras's own classes",
+    ),
     "nested Sequential with a Lambda": (
-        lambda config: config["config"]["layers"].insert(1, {
-            "module": "keras", "class_name": "Sequential", "config": {"layers": [
-                {"module": "keras.layers", "class_name": "Lambda", "config": {}}]}}),
-        "contains a Lambda layer"),
+        lambda config: config["config"]["layers"].insert(
+            1,
+            {
+                "module": "keras",
+                "class_name": "Sequential",
+                "config": {"layers": [{"module": "keras.layers", "class_name": "Lambda", "config": {}}]},
+            },
+        ),
+        "contains a Lambda layer",
+    ),
     "not a model at the top": (lambda config: config.update(class_name="Dense"), "does not describe a Keras model"),
 }
 
@@ -165,6 +186,7 @@ def test_a_model_file_that_is_a_link_is_refused(honest_file, tmp_path):
 
 # Refused in the sandbox: HDF5 weights that reach outside the file -----------------------------------------
 
+
 def first_dataset(h5_file):
     import h5py
 
@@ -183,6 +205,7 @@ def external_storage(outside):
             del handle[name]
             size = int(np.prod(shape)) * dtype.itemsize
             handle.create_dataset(name, shape, dtype, external=[(str(outside), 0, size)])
+
     return change
 
 
@@ -194,6 +217,7 @@ def external_link(outside):
             name = first_dataset(handle)
             del handle[name]
             handle[name] = h5py.ExternalLink(str(outside), "/data")
+
     return change
 
 
@@ -215,6 +239,7 @@ def virtual_dataset(outside):
             layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
             layout[...] = h5py.VirtualSource(str(outside), "data", shape=shape)
             handle.create_virtual_dataset(name, layout)
+
     return change
 
 
@@ -239,6 +264,7 @@ def shape_bomb(outside):
             name = first_dataset(handle)
             del handle[name]  # declares 64 GB, stores almost nothing (chunked, never written)
             handle.create_dataset(name, shape=(2**17, 2**17), dtype="float32", chunks=(64, 64))
+
     return change
 
 
@@ -264,6 +290,7 @@ def test_weights_that_reach_outside_the_file_are_refused(honest_file, tmp_path, 
 
 # Opened and run in the sandbox only ---------------------------------------------------------------------
 
+
 def test_loading_happens_in_the_sandbox_not_in_the_graders_process(honest_file, data):
     """The grader's process never imports Keras's loader for a submitted file: it reads data only."""
     probe = (
@@ -274,8 +301,13 @@ def test_loading_happens_in_the_sandbox_not_in_the_graders_process(honest_file, 
         f"model_file = read_model_file({str(honest_file)!r})\n"
         "print(rebuild_architecture(model_file).count_params(), len(calls))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "0"
 
@@ -308,6 +340,7 @@ def test_a_model_with_the_wrong_outputs_says_so(tmp_path, data):
 
 # Honest model files pass ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", ["with optimizer", "without optimizer", "logits"])
 def test_honest_model_files_are_evaluated(tmp_path, data, variant):
     (x_train, y_train), _ = data
@@ -336,6 +369,7 @@ def test_a_model_saved_by_another_keras_3_version_is_evaluated(data):
 
 
 # The student's own honest work ---------------------------------------------------------------------------
+
 
 def test_a_model_trained_on_the_test_set_loses_the_points(tmp_path, data):
     _, (x_test, y_test) = data
@@ -374,14 +408,17 @@ def test_a_lookup_table_of_the_test_set_loses_the_points(tmp_path, data):
         check_honest_accuracy(saved, SMALL)
 
 
-@pytest.mark.parametrize("test_accuracy, train_accuracy, outcome", [
-    (0.93, 0.96, "passes"),          # the usual gap of an honest model
-    (0.93, 0.933, "flagged"),        # level: suggestive (trained on both?), points kept
-    (0.94, 0.93, "flagged"),         # a little above: within the noise of 5,000 images, points kept
-    (0.715, 0.69, "flagged"),        # a weak model: more noise, a wider margin (four standard errors)
-    (0.95, 0.92, "fails"),           # well past the margin
-    (0.957, 0.861, "fails"),         # trained on the test set
-])
+@pytest.mark.parametrize(
+    "test_accuracy, train_accuracy, outcome",
+    [
+        (0.93, 0.96, "passes"),  # the usual gap of an honest model
+        (0.93, 0.933, "flagged"),  # level: suggestive (trained on both?), points kept
+        (0.94, 0.93, "flagged"),  # a little above: within the noise of 5,000 images, points kept
+        (0.715, 0.69, "flagged"),  # a weak model: more noise, a wider margin (four standard errors)
+        (0.95, 0.92, "fails"),  # well past the margin
+        (0.957, 0.861, "fails"),  # trained on the test set
+    ],
+)
 def test_test_accuracy_above_training_accuracy(test_accuracy, train_accuracy, outcome):
     from coursekit.saved_model import SavedModel
 
@@ -421,20 +458,22 @@ def cnn(filters=(8, 16), head="flatten", separable=False):
 
 
 def test_structure_ignores_sizes_block_counts_and_switchable_layers():
-    assert layer_signature(cnn((8, 16))) == layer_signature(cnn((4, 8, 16, 32))) == (
-        "Conv2D", "MaxPooling2D", "Dense")
+    assert layer_signature(cnn((8, 16))) == layer_signature(cnn((4, 8, 16, 32))) == ("Conv2D", "MaxPooling2D", "Dense")
     assert layer_signature(dense_model((64, 32, 32))) == layer_signature(dense_model((8, 8), noise=True))
 
 
-@pytest.mark.parametrize("saved_network, built_networks, matches", [
-    ("cnn 3 blocks", ["cnn"], True),
-    ("cnn without dropout", ["cnn"], True),
-    ("cnn gap head", ["cnn"], False),
-    ("separable cnn", ["cnn"], False),
-    ("dense", ["cnn"], True),        # parts left out; the lab's rules (two convolutions) catch this one
-    ("cnn", ["dense"], False),
-    ("cnn gap head", ["cnn", "cnn gap head"], True),
-])
+@pytest.mark.parametrize(
+    "saved_network, built_networks, matches",
+    [
+        ("cnn 3 blocks", ["cnn"], True),
+        ("cnn without dropout", ["cnn"], True),
+        ("cnn gap head", ["cnn"], False),
+        ("separable cnn", ["cnn"], False),
+        ("dense", ["cnn"], True),  # parts left out; the lab's rules (two convolutions) catch this one
+        ("cnn", ["dense"], False),
+        ("cnn gap head", ["cnn", "cnn gap head"], True),
+    ],
+)
 def test_the_saved_model_must_be_a_network_the_build_function_builds(saved_network, built_networks, matches):
     import keras
     from keras import layers
@@ -448,8 +487,12 @@ def test_the_saved_model_must_be_a_network_the_build_function_builds(saved_netwo
             for count in (8, 16):
                 x = layers.MaxPooling2D()(layers.Conv2D(count, 3, activation="relu")(x))
             return keras.Model(inputs, layers.Dense(10)(layers.Dense(32)(layers.Flatten()(x))))
-        return {"cnn": cnn, "cnn gap head": lambda: cnn(head="gap"), "separable cnn": lambda: cnn(separable=True),
-                "dense": dense_model}[name]()
+        return {
+            "cnn": cnn,
+            "cnn gap head": lambda: cnn(head="gap"),
+            "separable cnn": lambda: cnn(separable=True),
+            "dense": dense_model,
+        }[name]()
 
     from coursekit.saved_model import SavedModel
 

@@ -49,56 +49,114 @@ def keras_pin():
 # Whitespace in the markdown is collapsed to single spaces before matching.
 CLAIMS = [
     # The bar for the saved model.
-    (ALL, rf"bar for the (?:fine-tuned )?model you hand in is (?:a test accuracy of )?\*\*{NUMBER}\*\*",
-     lambda lab: (lab.saved_model_min_accuracy,)),
-    (ALL, rf"reaches a test accuracy of at least \*\*{NUMBER}\*\* on the 10,000 test images",
-     lambda lab: (lab.saved_model_min_accuracy,)),
+    (
+        ALL,
+        rf"bar for the (?:fine-tuned )?model you hand in is (?:a test accuracy of )?\*\*{NUMBER}\*\*",
+        lambda lab: (lab.saved_model_min_accuracy,),
+    ),
+    (
+        ALL,
+        rf"reaches a test accuracy of at least \*\*{NUMBER}\*\* on the 10,000 test images",
+        lambda lab: (lab.saved_model_min_accuracy,),
+    ),
     # The saved model's rules.
-    (ALL, rf"its accuracy on \*\*{NUMBER}\*\* training images the grader draws by more than \*\*{NUMBER}\*\*",
-     lambda lab: (lab.saved_model_train_images, course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX)),
+    (
+        ALL,
+        rf"its accuracy on \*\*{NUMBER}\*\* training images the grader draws by more than \*\*{NUMBER}\*\*",
+        lambda lab: (lab.saved_model_train_images, course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX),
+    ),
     (ALL, rf"at most \*\*{NUMBER} MB\*\* unpacked", lambda lab: (course_config.SUBMITTED_MODEL_MAX_MB,)),
     ((LAB1.assignment,), rf"at least \*\*{NUMBER}\*\* hidden `Dense` layers", lambda lab: (LAB1.min_hidden_layers,)),
     ((LAB1.assignment, LAB2.assignment), rf"at most \*\*{NUMBER}\*\* parameters", lambda lab: (lab.max_params,)),
     ((LAB2.assignment,), rf"at least \*\*{NUMBER}\*\* convolutional layers", lambda lab: (LAB2.min_conv_layers,)),
-    ((LAB3.assignment,), rf"VGG16's base with its \*\*{NUMBER}\*\* convolutional layers",
-     lambda lab: (LAB3.base_conv_layers,)),
-    ((LAB3.assignment,), rf"at least through block 4 \(\*\*{NUMBER}\*\* convolutional layers",
-     lambda lab: (LAB3.base_conv_layers,)),
+    (
+        (LAB3.assignment,),
+        rf"VGG16's base with its \*\*{NUMBER}\*\* convolutional layers",
+        lambda lab: (LAB3.base_conv_layers,),
+    ),
+    (
+        (LAB3.assignment,),
+        rf"at least through block 4 \(\*\*{NUMBER}\*\* convolutional layers",
+        lambda lab: (LAB3.base_conv_layers,),
+    ),
     # The grader's brief retraining.
-    (ALL, rf"\*\*{NUMBER}\*\* training images, \*\*{NUMBER}\*\* epochs, batch \*\*{NUMBER}\*\*, Adam with "
-          rf"learning rate \*\*{NUMBER}\*\*",
-     lambda lab: (lab.retrain_train_size, lab.retrain_epochs, lab.retrain_batch_size, lab.retrain_learning_rate)),
-    ((LAB1.assignment, LAB2.assignment), rf"must reach a test accuracy of at least \*\*{NUMBER}\*\* after that",
-     lambda lab: (lab.retrain_min_accuracy,)),
-    ((LAB3.assignment,), rf"evaluated on \*\*{NUMBER}\*\* test images\. Your head must reach a test accuracy of "
-                         rf"at least \*\*{NUMBER}\*\*",
-     lambda lab: (LAB3.retrain_test_size, LAB3.retrain_min_accuracy)),
+    (
+        ALL,
+        rf"\*\*{NUMBER}\*\* training images, \*\*{NUMBER}\*\* epochs, batch \*\*{NUMBER}\*\*, Adam with "
+        rf"learning rate \*\*{NUMBER}\*\*",
+        lambda lab: (lab.retrain_train_size, lab.retrain_epochs, lab.retrain_batch_size, lab.retrain_learning_rate),
+    ),
+    (
+        (LAB1.assignment, LAB2.assignment),
+        rf"must reach a test accuracy of at least \*\*{NUMBER}\*\* after that",
+        lambda lab: (lab.retrain_min_accuracy,),
+    ),
+    (
+        (LAB3.assignment,),
+        rf"evaluated on \*\*{NUMBER}\*\* test images\. Your head must reach a test accuracy of "
+        rf"at least \*\*{NUMBER}\*\*",
+        lambda lab: (LAB3.retrain_test_size, LAB3.retrain_min_accuracy),
+    ),
     # Limits and versions.
     (ALL, r"the graders use Keras \*\*([\d.]+)\*\*", lambda lab: (keras_pin(),)),
     (ALL, rf"a limit of \*\*{NUMBER} s\*\* per call", lambda lab: (course_config.SANDBOX_CALL_TIMEOUT_S,)),
     (ALL, rf"a limit of \*\*{NUMBER} s\*\* per cell", lambda lab: (course_config.NOTEBOOK_CELL_TIMEOUT_S,)),
     # Recorded reference runs.
-    ((LAB1.assignment,), rf"mean test accuracy of \*\*{NUMBER}\*\* over three seeds \({NUMBER} to {NUMBER}\)",
-     lambda lab: (results(LAB1)["test_accuracy_mean"], results(LAB1)["test_accuracy_min"],
-                  max(run["test_accuracy"] for run in results(LAB1)["runs"]))),
-    ((LAB2.assignment,), rf"the course's reference: \*\*{NUMBER}\*\*, mean of three seeds",
-     lambda lab: (results(LAB1)["test_accuracy_mean"],)),
-    ((LAB1.assignment,), rf"about \*\*{NUMBER} min\*\* per seed \({NUMBER}–{NUMBER} s\) \| {NUMBER}–{NUMBER} s",
-     lambda lab: (rounded(sum(seconds(LAB1, "notebook_seconds")) / len(results(LAB1)["runs"]) / 60),
-                  rounded(min(seconds(LAB1, "notebook_seconds"))), rounded(max(seconds(LAB1, "notebook_seconds"))),
-                  rounded(min(seconds(LAB1, "train_seconds"))), rounded(max(seconds(LAB1, "train_seconds"))))),
-    ((LAB2.assignment, LAB3.assignment),
-     rf"reached a mean test accuracy of \*\*{NUMBER}\*\* over (one seed|two seeds|three seeds) "
-     rf"\({NUMBER} to {NUMBER}\)",
-     lambda lab: (results(lab)["test_accuracy_mean"], SEED_COUNT[len(results(lab)["runs"])],
-                  results(lab)["test_accuracy_min"], max(run["test_accuracy"] for run in results(lab)["runs"]))),
-    ((LAB2.assignment, LAB3.assignment), rf"\| \*\*{NUMBER} s\*\* \(about {NUMBER} min\) \| \*\*{NUMBER} s\*\*",
-     lambda lab: (rounded(seconds(lab, "notebook_seconds")[0]), rounded(seconds(lab, "notebook_seconds")[0] / 60),
-                  rounded(seconds(lab, "train_seconds")[0]))),
-    ((LAB3.assignment,), rf"{NUMBER} after feature extraction alone",
-     lambda lab: (results(lab)["runs"][0]["feature_extraction_test_accuracy"],)),
-    ((LAB2.assignment,), rf"Training the CNN \({NUMBER} epochs\)",
-     lambda lab: (results(LAB2)["runs"][0]["epochs_run"],)),
+    (
+        (LAB1.assignment,),
+        rf"mean test accuracy of \*\*{NUMBER}\*\* over three seeds \({NUMBER} to {NUMBER}\)",
+        lambda lab: (
+            results(LAB1)["test_accuracy_mean"],
+            results(LAB1)["test_accuracy_min"],
+            max(run["test_accuracy"] for run in results(LAB1)["runs"]),
+        ),
+    ),
+    (
+        (LAB2.assignment,),
+        rf"the course's reference: \*\*{NUMBER}\*\*, mean of three seeds",
+        lambda lab: (results(LAB1)["test_accuracy_mean"],),
+    ),
+    (
+        (LAB1.assignment,),
+        rf"about \*\*{NUMBER} min\*\* per seed \({NUMBER}–{NUMBER} s\) \| {NUMBER}–{NUMBER} s",
+        lambda lab: (
+            rounded(sum(seconds(LAB1, "notebook_seconds")) / len(results(LAB1)["runs"]) / 60),
+            rounded(min(seconds(LAB1, "notebook_seconds"))),
+            rounded(max(seconds(LAB1, "notebook_seconds"))),
+            rounded(min(seconds(LAB1, "train_seconds"))),
+            rounded(max(seconds(LAB1, "train_seconds"))),
+        ),
+    ),
+    (
+        (LAB2.assignment, LAB3.assignment),
+        rf"reached a mean test accuracy of \*\*{NUMBER}\*\* over (one seed|two seeds|three seeds) "
+        rf"\({NUMBER} to {NUMBER}\)",
+        lambda lab: (
+            results(lab)["test_accuracy_mean"],
+            SEED_COUNT[len(results(lab)["runs"])],
+            results(lab)["test_accuracy_min"],
+            max(run["test_accuracy"] for run in results(lab)["runs"]),
+        ),
+    ),
+    (
+        (LAB2.assignment, LAB3.assignment),
+        rf"\| \*\*{NUMBER} s\*\* \(about {NUMBER} min\) \| \*\*{NUMBER} s\*\*",
+        lambda lab: (
+            rounded(seconds(lab, "notebook_seconds")[0]),
+            rounded(seconds(lab, "notebook_seconds")[0] / 60),
+            rounded(seconds(lab, "train_seconds")[0]),
+        ),
+    ),
+    (
+        (LAB3.assignment,),
+        rf"{NUMBER} after feature extraction alone",
+        lambda lab: (results(lab)["runs"][0]["feature_extraction_test_accuracy"],),
+    ),
+    (
+        (LAB2.assignment,),
+        rf"Training the CNN \({NUMBER} epochs\)",
+        lambda lab: (results(LAB2)["runs"][0]["epochs_run"],),
+    ),
 ]
 
 
@@ -141,11 +199,16 @@ def test_every_bold_number_has_a_source(lab):
     text = markdown_text(released(lab))
     covered = [match.span() for pattern, _ in claims_of(lab) for match in re.finditer(pattern, text)]
     table = next(" ".join(cell.source.split()) for cell in released(lab).cells if grading_table.is_table_cell(cell))
-    unchecked = [match.group(0) for match in BOLD_NUMBER.finditer(text)
-                 if not any(start <= match.start() and match.end() <= end for start, end in covered)
-                 and match.group(0) not in table]
-    assert not unchecked, (f"{lab.notebook} states {unchecked} in bold without a phrase in CLAIMS "
-                           "(tests/test_notebook_text.py): add one with the number's source")
+    unchecked = [
+        match.group(0)
+        for match in BOLD_NUMBER.finditer(text)
+        if not any(start <= match.start() and match.end() <= end for start, end in covered)
+        and match.group(0) not in table
+    ]
+    assert not unchecked, (
+        f"{lab.notebook} states {unchecked} in bold without a phrase in CLAIMS "
+        "(tests/test_notebook_text.py): add one with the number's source"
+    )
 
 
 @LABS
@@ -179,16 +242,22 @@ def test_grading_table_matches_the_metadata(lab):
     notebook = released(lab)
     cell = table_cell(notebook)
     assert notebook.cells.index(cell) == 1, "the grading table should follow the notebook's title cell"
-    rows = [(match.group(1), match.group(2), float(match.group(3))) for match in
-            re.finditer(r"^\| [^|]* \| `([^`]+)` \| ([^|]+?) \| ([\d.]+) \| .* \|$", cell.source, re.MULTILINE)]
+    rows = [
+        (match.group(1), match.group(2), float(match.group(3)))
+        for match in re.finditer(r"^\| [^|]* \| `([^`]+)` \| ([^|]+?) \| ([\d.]+) \| .* \|$", cell.source, re.MULTILINE)
+    ]
     assert rows == metadata_rows(notebook)
     auto = sum(points for _, kind, points in rows if kind.startswith("Exercise"))
     hand = sum(points for _, kind, points in rows if kind.startswith("Question"))
-    totals = re.search(r"exercises \(autograded\) ([\d.]+) points?, questions \(graded by hand\) ([\d.]+) points?, "
-                       r"\*\*([\d.]+) points?\*\* in all", cell.source)
+    totals = re.search(
+        r"exercises \(autograded\) ([\d.]+) points?, questions \(graded by hand\) ([\d.]+) points?, "
+        r"\*\*([\d.]+) points?\*\* in all",
+        cell.source,
+    )
     assert totals and tuple(map(float, totals.groups())) == (auto, hand, auto + hand)
-    assert cell.source == grading_table.table_markdown(notebook), \
+    assert cell.source == grading_table.table_markdown(notebook), (
         "the grading table is stale: run `python -m coursekit.grading_table` and `python -m coursekit release`"
+    )
 
 
 @LABS
@@ -227,10 +296,15 @@ def test_before_you_submit_names_the_files_to_hand_in(lab):
 
 # Numbers in the notebooks' code: the self-check before saving states the grader's rules for the model file.
 CODE_RULES = {
-    LAB2.assignment: ("SAVED_MODEL_RULES", lambda: {
-        "min_conv_layers": LAB2.min_conv_layers, "max_params": LAB2.max_params,
-        "train_images": LAB2.saved_model_train_images,
-        "max_test_above_train": course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX}),
+    LAB2.assignment: (
+        "SAVED_MODEL_RULES",
+        lambda: {
+            "min_conv_layers": LAB2.min_conv_layers,
+            "max_params": LAB2.max_params,
+            "train_images": LAB2.saved_model_train_images,
+            "max_test_above_train": course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX,
+        },
+    ),
 }
 
 
@@ -255,8 +329,9 @@ def assigned_literal(notebook, name):
 def test_rules_in_the_notebooks_code_are_the_course_numbers(assignment):
     lab = next(lab for lab in course_config.LABS if lab.assignment == assignment)
     name, expected = CODE_RULES[assignment]
-    assert assigned_literal(released(lab), name) == expected(), \
+    assert assigned_literal(released(lab), name) == expected(), (
         f"{lab.notebook}: {name} in its code is not course_config's numbers {expected()}"
+    )
 
 
 def kept_seed(lab):
@@ -269,6 +344,7 @@ def test_lab3_compares_with_the_recorded_reference_runs_of_labs_1_and_2():
     earlier = assigned_literal(released(LAB3), "EARLIER_RESULTS")
     for name, lab in (("dense (Lab 1)", LAB1), ("CNN (Lab 2)", LAB2)):
         row, run = earlier[name], kept_seed(lab)
-        assert (row["test_accuracy"], row["train_seconds"]) == (run["test_accuracy"], run["train_seconds"]), \
+        assert (row["test_accuracy"], row["train_seconds"]) == (run["test_accuracy"], run["train_seconds"]), (
             f"{LAB3.notebook}: EARLIER_RESULTS[{name!r}] is not {lab.assignment}'s kept reference seed {run['seed']}"
+        )
         assert row["model_file"] == lab.model_file

@@ -17,7 +17,7 @@ import pytest
 import course_config
 from coursekit.isolation import isolation
 
-COMMAND_CHILD = '''
+COMMAND_CHILD = """
 import subprocess, sys, time
 from coursekit import isolation
 where = isolation.isolation()
@@ -25,19 +25,20 @@ child = subprocess.Popen([*where.prefix, "/bin/sleep", "600"], start_new_session
                          preexec_fn=isolation.limit_resources(1024, 64, where.drops_privileges))
 print(child.pid, flush=True)
 time.sleep(600)
-'''
+"""
 
-KERNEL = '''
+KERNEL = """
 import asyncio, sys, time
 from coursekit.kernel_sandbox import SandboxedKernelManager
 manager = SandboxedKernelManager(kernel_name="python3")
 asyncio.new_event_loop().run_until_complete(manager.start_kernel(cwd=sys.argv[1]))
 print(manager.provisioner.pid, flush=True)
 time.sleep(600)
-'''
+"""
 
-needs_prefix = pytest.mark.skipif(not isolation().prefix, reason="no unshare prefix on this machine: "
-                                  + "; ".join(isolation().missing))
+needs_prefix = pytest.mark.skipif(
+    not isolation().prefix, reason="no unshare prefix on this machine: " + "; ".join(isolation().missing)
+)
 
 
 def alive(pid):
@@ -68,8 +69,13 @@ def descendants(pid):
 
 def start_and_kill(script, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(course_config.ROOT)}
-    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env=env, start_new_session=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         unshare = int(parent.stdout.readline())
         deadline = time.monotonic() + 30

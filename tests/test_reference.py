@@ -14,10 +14,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 import course_config
 from coursekit import reference
 
-TOY = dataclasses.replace(course_config.LAB1, assignment="toy_lab", notebook="toy_lab.ipynb",
-                          model_file="toy_lab_model.keras")
+TOY = dataclasses.replace(
+    course_config.LAB1, assignment="toy_lab", notebook="toy_lab.ipynb", model_file="toy_lab_model.keras"
+)
 
-TRAINING = '''import json, os, pathlib
+TRAINING = """import json, os, pathlib
 seed = int(os.environ["LAB_SEED"])
 resumed = pathlib.Path("training_backup").is_dir()
 with open(os.environ["TOY_LOG"], "a") as log:
@@ -25,7 +26,7 @@ with open(os.environ["TOY_LOG"], "a") as log:
 pathlib.Path("training_backup").mkdir(exist_ok=True)  # what BackupAndRestore leaves after an epoch
 if seed == int(os.environ["TOY_STOP_SEED"]) and not resumed:
     raise RuntimeError("the session stopped during training")
-pathlib.Path("toy_lab_model.keras").write_text(f"model of seed {seed}")'''
+pathlib.Path("toy_lab_model.keras").write_text(f"model of seed {seed}")"""
 RESULTS = 'print(json.dumps({"test_accuracy": 0.9 + seed / 100, "train_seconds": 1.0}))'
 
 
@@ -40,8 +41,9 @@ def toy_course(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_LOG", str(tmp_path / "runs.log"))
     monkeypatch.setenv("TOY_STOP_SEED", "2")  # seed 2 stops once, as a stopped session would
     calibrations = []
-    monkeypatch.setattr(reference, "calibrate_retraining",
-                        lambda path, settings: calibrations.append(path.read_text()) or {"min": 0.8})
+    monkeypatch.setattr(
+        reference, "calibrate_retraining", lambda path, settings: calibrations.append(path.read_text()) or {"min": 0.8}
+    )
     return tmp_path, calibrations
 
 

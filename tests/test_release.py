@@ -11,12 +11,34 @@ from coursekit.reference import solution_notebook
 
 HIDDEN_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "BEGIN MARK SCHEME", "Hidden check")
 GRADED_FUNCTIONS = {
-    course_config.LAB1.assignment: ("scale_images", "standardize", "split_validation", "relu", "sigmoid", "tanh",
-                                    "softmax", "build_dense_model", "plot_history"),
-    course_config.LAB2.assignment: ("prepare_images", "build_augmentation", "conv_output_size", "conv_params",
-                                    "build_cnn_model", "plot_history", "plot_misclassified"),
-    course_config.LAB3.assignment: ("load_vgg16_base", "build_input_adapter", "build_classifier_head",
-                                    "build_transfer_model", "unfreeze_top_layers", "plot_fine_tuning_history"),
+    course_config.LAB1.assignment: (
+        "scale_images",
+        "standardize",
+        "split_validation",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "build_dense_model",
+        "plot_history",
+    ),
+    course_config.LAB2.assignment: (
+        "prepare_images",
+        "build_augmentation",
+        "conv_output_size",
+        "conv_params",
+        "build_cnn_model",
+        "plot_history",
+        "plot_misclassified",
+    ),
+    course_config.LAB3.assignment: (
+        "load_vgg16_base",
+        "build_input_adapter",
+        "build_classifier_head",
+        "build_transfer_model",
+        "unfreeze_top_layers",
+        "plot_fine_tuning_history",
+    ),
 }
 # The lowest saved-model bar a lab may have, whatever the reference reached (issue: never below 92 % for the CNN).
 # Lab 3's floor is its measured reference (0.9197 on the CPU, README.md), not the unmeasured 0.92 of old.
@@ -41,8 +63,9 @@ def comparable(notebook):
 @LABS
 def test_release_is_up_to_date_with_source(fresh_release_folder, lab):
     committed = released_notebook(course_config.ROOT, lab)
-    assert comparable(committed) == comparable(released_notebook(fresh_release_folder, lab)), \
+    assert comparable(committed) == comparable(released_notebook(fresh_release_folder, lab)), (
         "release/ is stale: run `make release` and commit"
+    )
 
 
 def test_release_holds_no_solutions_hidden_tests_or_mark_schemes():
@@ -57,8 +80,9 @@ def test_release_holds_no_solutions_hidden_tests_or_mark_schemes():
 
 @LABS
 def test_release_keeps_the_graded_function_signatures(fresh_release_folder, lab):
-    code = "\n".join(cell.source for cell in released_notebook(fresh_release_folder, lab).cells
-                     if cell.cell_type == "code")
+    code = "\n".join(
+        cell.source for cell in released_notebook(fresh_release_folder, lab).cells if cell.cell_type == "code"
+    )
     for name in GRADED_FUNCTIONS[lab.assignment]:
         assert f"def {name}(" in code
     assert "raise NotImplementedError" in code
@@ -70,8 +94,9 @@ def test_reference_notebook_runs_the_source_solution_code(lab):
     source = solution_notebook(course_config.SOURCE_DIR / lab.assignment / lab.notebook)
     expected = [cell.source for cell in source.cells if cell.cell_type == "code"]
     reference = nbformat.read(course_config.REFERENCE_DIR / lab.assignment / lab.notebook, as_version=4)
-    assert [cell.source for cell in reference.cells if cell.cell_type == "code"] == expected, \
+    assert [cell.source for cell in reference.cells if cell.cell_type == "code"] == expected, (
         "reference_solution/ was not produced from the current source notebook: run `make reference`"
+    )
 
 
 @LABS
@@ -79,8 +104,14 @@ def test_reference_results_are_recorded(lab):
     require_reference(lab)
     results = json.loads((course_config.REFERENCE_DIR / lab.assignment / "results.json").read_text())
     assert results["runs"], "no reference run recorded"
-    for key in ("hardware", "keras_backend", "versions", "test_accuracy_mean", "test_accuracy_std",
-                "grader_retraining"):
+    for key in (
+        "hardware",
+        "keras_backend",
+        "versions",
+        "test_accuracy_mean",
+        "test_accuracy_std",
+        "grader_retraining",
+    ):
         assert key in results
     assert all(run["seed"] in course_config.REFERENCE_SEEDS and "train_seconds" in run for run in results["runs"])
     # The course's bars are set from these measurements, never above them.

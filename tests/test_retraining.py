@@ -8,7 +8,10 @@ import pytest
 
 import course_config
 from coursekit.checks import (
-    brief_retraining, fresh_config, fresh_model, recompute_batch_norm_statistics,
+    brief_retraining,
+    fresh_config,
+    fresh_model,
+    recompute_batch_norm_statistics,
 )
 
 keras = pytest.importorskip("keras")
@@ -25,18 +28,33 @@ def small_data():
 
 def dense(kernel=None, bias=None, trainable=True, units=64):
     """A small dense network; with ``kernel``/``bias`` its layers are initialised to those arrays."""
+
     def init(values, default):
         return keras.initializers.Constant(values) if values is not None else default
 
     kernels = kernel or [None, None]
     biases = bias or [None, None]
-    return keras.Sequential([
-        keras.Input((28, 28)), layers.Rescaling(1 / 255), layers.Flatten(),
-        layers.Dense(units, activation="relu", kernel_initializer=init(kernels[0], "glorot_uniform"),
-                     bias_initializer=init(biases[0], "zeros"), trainable=trainable),
-        layers.Dense(10, activation="softmax", kernel_initializer=init(kernels[1], "glorot_uniform"),
-                     bias_initializer=init(biases[1], "zeros"), trainable=trainable),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            layers.Rescaling(1 / 255),
+            layers.Flatten(),
+            layers.Dense(
+                units,
+                activation="relu",
+                kernel_initializer=init(kernels[0], "glorot_uniform"),
+                bias_initializer=init(biases[0], "zeros"),
+                trainable=trainable,
+            ),
+            layers.Dense(
+                10,
+                activation="softmax",
+                kernel_initializer=init(kernels[1], "glorot_uniform"),
+                bias_initializer=init(biases[1], "zeros"),
+                trainable=trainable,
+            ),
+        ]
+    )
 
 
 def test_fresh_config_makes_layers_trainable_and_drops_trained_arrays():
@@ -47,8 +65,12 @@ def test_fresh_config_makes_layers_trainable_and_drops_trained_arrays():
     assert '"trainable": false' not in text
     assert "Constant" not in text and "GlorotUniform" in text
     # Standard initializers stay as the student wrote them, zeros included (a network that cannot learn).
-    zero = keras.Sequential([keras.Input((4,)), layers.Dense(3, kernel_initializer="zeros",
-                                                             bias_initializer=keras.initializers.Constant(0.1))])
+    zero = keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Dense(3, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(0.1)),
+        ]
+    )
     kept = json.dumps(fresh_config(json.loads(zero.to_json())))
     assert "Zeros" in kept and '"value": 0.1' in kept
 
@@ -77,9 +99,17 @@ def test_frozen_layers_with_trained_weights_are_retrained_from_fresh_weights(sma
 
 
 def bn_net(momentum):
-    return keras.Sequential([keras.Input((28, 28)), layers.Rescaling(1 / 255), layers.Flatten(),
-                             layers.Dense(32, use_bias=False), layers.BatchNormalization(momentum=momentum),
-                             layers.ReLU(), layers.Dense(10, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            layers.Rescaling(1 / 255),
+            layers.Flatten(),
+            layers.Dense(32, use_bias=False),
+            layers.BatchNormalization(momentum=momentum),
+            layers.ReLU(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
 
 
 def test_batch_norm_statistics_are_recomputed_on_grader_data(small_data):
@@ -119,18 +149,36 @@ def _head(*stack, output_initializer="glorot_uniform"):
     from coursekit.vgg16 import imagenet_features_model
 
     shape = imagenet_features_model(lab.feature_layer, lab.feature_image_size).output_shape[1:]
-    return keras.Sequential([keras.Input(shape), layers.Flatten(), *stack,
-                             layers.Dense(10, activation="softmax", kernel_initializer=output_initializer)])
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            layers.Flatten(),
+            *stack,
+            layers.Dense(10, activation="softmax", kernel_initializer=output_initializer),
+        ]
+    )
 
 
-@pytest.mark.parametrize("name, head, learns", [
-    ("the notebook's head (BN after Flatten)",
-     lambda: _head(layers.BatchNormalization(), layers.Dense(256, activation="relu"), layers.Dropout(0.5)), True),
-    ("the keras.io head, no normalisation", lambda: _head(layers.Dense(256, activation="relu"), layers.Dropout(0.5)),
-     True),
-    ("zero-initialised kernels", lambda: _head(layers.Dense(256, activation="relu", kernel_initializer="zeros"),
-                                              output_initializer="zeros"), False),
-])
+@pytest.mark.parametrize(
+    "name, head, learns",
+    [
+        (
+            "the notebook's head (BN after Flatten)",
+            lambda: _head(layers.BatchNormalization(), layers.Dense(256, activation="relu"), layers.Dropout(0.5)),
+            True,
+        ),
+        (
+            "the keras.io head, no normalisation",
+            lambda: _head(layers.Dense(256, activation="relu"), layers.Dropout(0.5)),
+            True,
+        ),
+        (
+            "zero-initialised kernels",
+            lambda: _head(layers.Dense(256, activation="relu", kernel_initializer="zeros"), output_initializer="zeros"),
+            False,
+        ),
+    ],
+)
 def test_lab3_head_retraining_does_not_depend_on_the_scale_of_vgg16_features(name, head, learns):
     """VGG16's block-4 outputs run into the hundreds; a head that does not normalise them still learns."""
     from coursekit.data import WeightsNotFoundError, load_fashion_mnist

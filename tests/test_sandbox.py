@@ -16,8 +16,11 @@ def notebook_with(tmp_path, *cells):
 
 
 def test_only_definitions_run_never_the_training_statements(tmp_path):
-    path = notebook_with(tmp_path, "import numpy as np\nSCALE = 2.0\nraise SystemExit('training!')",
-                         "def double(x):\n    return x * SCALE")
+    path = notebook_with(
+        tmp_path,
+        "import numpy as np\nSCALE = 2.0\nraise SystemExit('training!')",
+        "def double(x):\n    return x * SCALE",
+    )
     run = run_student_functions(path, [Call("double", (np.arange(3.0),))])
     assert run["double"].ok
     assert run["double"].value.tolist() == [0.0, 2.0, 4.0]
@@ -31,8 +34,9 @@ def test_results_are_plain_data(tmp_path):
 
 
 def test_objects_that_are_not_arrays_are_refused(tmp_path):
-    path = notebook_with(tmp_path, "class Sneaky:\n    def __eq__(self, other):\n        return True\n"
-                                   "def scale(x):\n    return Sneaky()")
+    path = notebook_with(
+        tmp_path, "class Sneaky:\n    def __eq__(self, other):\n        return True\ndef scale(x):\n    return Sneaky()"
+    )
     run = run_student_functions(path, [Call("scale", (np.ones(2),))])
     assert not run["scale"].ok and "numeric array" in run["scale"].error
 
@@ -46,16 +50,20 @@ def test_missing_function_and_syntax_error_are_told_apart(tmp_path):
 
 
 def test_endless_loop_is_stopped_and_later_calls_still_run(tmp_path):
-    path = notebook_with(tmp_path, "import numpy as np\ndef spin(x):\n    while True:\n        pass",
-                         "def fine(x):\n    return x")
+    path = notebook_with(
+        tmp_path, "import numpy as np\ndef spin(x):\n    while True:\n        pass", "def fine(x):\n    return x"
+    )
     run = run_student_functions(path, [Call("spin", (np.ones(1),)), Call("fine", (np.ones(1),))], call_timeout=2)
     assert "did not finish within 2 s" in run["spin"].error
     assert run["fine"].ok
 
 
 def test_whole_sandbox_time_limit(tmp_path):
-    path = notebook_with(tmp_path, "import time\ndef stubborn(x):\n    while True:\n        try:\n"
-                                   "            time.sleep(10)\n        except BaseException:\n            pass")
+    path = notebook_with(
+        tmp_path,
+        "import time\ndef stubborn(x):\n    while True:\n        try:\n"
+        "            time.sleep(10)\n        except BaseException:\n            pass",
+    )
     run = run_student_functions(path, [Call("stubborn", (1,), returns="none")], timeout=5, call_timeout=1)
     assert not run["stubborn"].ok and "time limit of 5 s" in run["stubborn"].error
 
@@ -73,8 +81,11 @@ def test_input_modification_is_visible(tmp_path):
 
 
 def test_student_code_runs_in_a_scratch_folder(tmp_path):
-    path = notebook_with(tmp_path, "import os\nimport numpy as np\ndef where(x):\n"
-                                   "    open('written.txt', 'w').write('x')\n    return np.array([len(os.getcwd())])")
+    path = notebook_with(
+        tmp_path,
+        "import os\nimport numpy as np\ndef where(x):\n"
+        "    open('written.txt', 'w').write('x')\n    return np.array([len(os.getcwd())])",
+    )
     run_student_functions(path, [Call("where", (1,))])
     assert not (tmp_path / "written.txt").exists()
 

@@ -38,13 +38,13 @@ def awkward_folder(folder, outside):
     """Every kind of extra file; returns the names that must be left out."""
     secret = outside / "secret.txt"
     secret.write_text(SECRET)
-    sparse(folder / "big.bin", 1024 * MB)                     # one huge file
-    for index in range(120):                                   # many small files, in a folder tree
+    sparse(folder / "big.bin", 1024 * MB)  # one huge file
+    for index in range(120):  # many small files, in a folder tree
         path = folder / "runs" / f"run{index // 40}" / f"log{index:03d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"epoch {index}\n")
-    (folder / "link.txt").symlink_to(secret)                   # a link to a file elsewhere
-    (folder / "etc").symlink_to("/etc")                        # a link to a folder elsewhere
+    (folder / "link.txt").symlink_to(secret)  # a link to a file elsewhere
+    (folder / "etc").symlink_to("/etc")  # a link to a folder elsewhere
     return {"big.bin", "link.txt", "etc"}
 
 

@@ -65,14 +65,19 @@ def test_honest_cells_within_the_limits_run_to_the_end(tmp_path):
 
 
 def test_cells_past_the_deadline_are_not_started(tmp_path):
-    notebook, executor, _ = re_run(["x = 1", "print('late')"], tmp_path, timeout=30, deadline=time.monotonic() - 1,
-                                   deadline_note="over the limit per submission")
+    notebook, executor, _ = re_run(
+        ["x = 1", "print('late')"],
+        tmp_path,
+        timeout=30,
+        deadline=time.monotonic() - 1,
+        deadline_note="over the limit per submission",
+    )
     assert errors(notebook.cells[0]) == "over the limit per submission" and notebook.cells[1].outputs == []
 
 
 # The hidden graders' own limit --------------------------------------------------------------------------
 
-GRADERS = '''
+GRADERS = """
 import time
 import pytest
 
@@ -95,7 +100,7 @@ def test_slow_second_part():
 @pytest.mark.grade_id("later")
 def test_later():
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -133,7 +138,11 @@ def test_graders_within_their_limit_grade_every_check(stand_in_graders):
     report = grading.grade_notebook(stand_in_graders(0), "stand_in", timeout=60)
     assert not report.unfinished and not report.problem
     assert {grade_id: result.passed for grade_id, result in report.checks.items()} == {
-        "quick_pass": True, "quick_fail": False, "slow": True, "later": True}
+        "quick_pass": True,
+        "quick_fail": False,
+        "slow": True,
+        "later": True,
+    }
 
 
 def test_a_report_written_midway_marks_unfinished_checks(tmp_path):
@@ -142,7 +151,9 @@ def test_a_report_written_midway_marks_unfinished_checks(tmp_path):
     folder = tmp_path / "graders"
     folder.mkdir()
     (folder / "conftest.py").write_text("from coursekit.pytest_plugin import *\n")
-    (folder / "test_x.py").write_text(textwrap.dedent(GRADERS).replace("SLEEP", "0") + textwrap.dedent('''
+    (folder / "test_x.py").write_text(
+        textwrap.dedent(GRADERS).replace("SLEEP", "0")
+        + textwrap.dedent("""
         @pytest.mark.grade_id("later")
         def test_later_reads_the_report():
             import json
@@ -150,13 +161,32 @@ def test_a_report_written_midway_marks_unfinished_checks(tmp_path):
             assert data["finished"] is False
             assert data["checks"]["slow"]["passed"] and data["checks"]["slow"]["complete"]
             assert data["checks"]["later"]["complete"] is False and not data["checks"]["later"]["passed"]
-        ''').replace("REPORT", repr(str(report))))
+        """).replace("REPORT", repr(str(report)))
+    )
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider",
-                          "--rootdir", str(folder), "-o", "addopts=", "--notebook", os.devnull,
-                          "--report", str(report)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(folder),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(folder),
+            "-o",
+            "addopts=",
+            "--notebook",
+            os.devnull,
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     data = json.loads(report.read_text())
     assert data["finished"] is True and data["checks"]["later"]["passed"], run.stdout[-2000:]

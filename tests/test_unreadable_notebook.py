@@ -36,8 +36,9 @@ def graders_without_the_notebook(notebook, assignment, timeout=None, course=None
         problem = ""
     except NotebookProblem as error:
         problem = str(error)
-    return GradingReport({grade_id: CheckResult(grade_id, grade_id == "test_saved_model", problem)
-                          for grade_id in GRADE_IDS})
+    return GradingReport(
+        {grade_id: CheckResult(grade_id, grade_id == "test_saved_model", problem) for grade_id in GRADE_IDS}
+    )
 
 
 NOT_UTF8 = b'{"cells": [], "metadata": {"title": "Fashi\xf3n"}, "nbformat": 4, "nbformat_minor": 5}'
@@ -46,16 +47,16 @@ NOT_UTF8 = b'{"cells": [], "metadata": {"title": "Fashi\xf3n"}, "nbformat": 4, "
 def test_the_worker_grades_the_model_of_an_unreadable_notebook(monkeypatch):
     monkeypatch.setattr(class_worker, "grade_notebook", graders_without_the_notebook)
     CALLED.clear()
-    with_model = grade_submission(GradingJob(LAB.assignment, "s", LAB.notebook,
-                                             {LAB.notebook: NOT_UTF8, LAB.model_file: b"model"}))
+    with_model = grade_submission(
+        GradingJob(LAB.assignment, "s", LAB.notebook, {LAB.notebook: NOT_UTF8, LAB.model_file: b"model"})
+    )
     assert "is not UTF-8" in with_model.problem and with_model.executed_notebook is None
     assert with_model.report.checks["test_saved_model"].passed and len(CALLED) == 1
     without_model = grade_submission(GradingJob(LAB.assignment, "s", LAB.notebook, {LAB.notebook: NOT_UTF8}))
     assert "is not UTF-8" in without_model.problem and len(CALLED) == 1  # nothing to grade without either
 
 
-def test_grade_class_records_the_saved_model_points_of_an_unreadable_notebook(stub_course, tmp_path,  # noqa: F811
-                                                                             monkeypatch):
+def test_grade_class_records_the_saved_model_points_of_an_unreadable_notebook(stub_course, tmp_path, monkeypatch):  # noqa: F811
     student = "demo_reference"
     folder = stub_course / "submitted" / student / LAB.assignment
     (folder / LAB.notebook).write_bytes(NOT_UTF8)
@@ -129,8 +130,10 @@ def sparse_file(path, size):
 def test_nbgrader_autograde_records_the_saved_model_points_of_notebooks_it_cannot_read(stub_course):  # noqa: F811
 
     (stub_course / "nbgrader_config.py").write_text(
-        STAND_IN_CONFIG.replace("KIT_CONFIG", repr(str(course_config.ROOT / "nbgrader_config.py")))
-        .replace("GRADE_IDS", repr(released_test_ids(stub_course))))
+        STAND_IN_CONFIG.replace("KIT_CONFIG", repr(str(course_config.ROOT / "nbgrader_config.py"))).replace(
+            "GRADE_IDS", repr(released_test_ids(stub_course))
+        )
+    )
     honest = stub_course / "submitted" / "demo_reference" / LAB.assignment
     for student, (make, _) in UNREADABLE.items():
         folder = stub_course / "submitted" / student / LAB.assignment
@@ -147,8 +150,9 @@ def test_nbgrader_autograde_records_the_saved_model_points_of_notebooks_it_canno
             assert scores["test_saved_model"][0] == scores["test_saved_model"][1] > 0, student
             assert all(score == 0 for grade_id, (score, _) in scores.items() if grade_id != "test_saved_model")
             submission = gradebook.find_submission(LAB.assignment, student)
-            answers = [grade for notebook in submission.notebooks for grade in notebook.grades
-                       if grade.cell.type != "TaskCell"]
+            answers = [
+                grade for notebook in submission.notebooks for grade in notebook.grades if grade.cell.type != "TaskCell"
+            ]
             assert answers and all(grade.score == 0 or grade.name == "test_saved_model" for grade in answers)
             assert not any(grade.needs_manual_grade for grade in answers), student  # answers as released: 0
             assert submission.score == scores["test_saved_model"][0], student
@@ -159,6 +163,10 @@ def test_nbgrader_autograde_records_the_saved_model_points_of_notebooks_it_canno
 
 def released_test_ids(root):
     notebook = json.loads((root / "release" / LAB.assignment / LAB.notebook).read_text())
-    return [cell["metadata"]["nbgrader"]["grade_id"] for cell in notebook["cells"]
-            if cell["metadata"].get("nbgrader", {}).get("grade") and not cell["metadata"]["nbgrader"].get("solution")
-            and cell["cell_type"] == "code"]
+    return [
+        cell["metadata"]["nbgrader"]["grade_id"]
+        for cell in notebook["cells"]
+        if cell["metadata"].get("nbgrader", {}).get("grade")
+        and not cell["metadata"]["nbgrader"].get("solution")
+        and cell["cell_type"] == "code"
+    ]

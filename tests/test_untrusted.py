@@ -39,14 +39,17 @@ from test_sandbox import notebook_with
 
 LAB = course_config.LAB1
 ISOLATION = isolation.isolation()
-needs_namespaces = pytest.mark.skipif("no network" not in ISOLATION.in_force,
-                                      reason="no network/PID namespaces here: " + "; ".join(ISOLATION.missing))
-needs_other_user = pytest.mark.skipif(not ISOLATION.drops_privileges,
-                                      reason="student code cannot run as another user here: "
-                                             + "; ".join(ISOLATION.missing))
+needs_namespaces = pytest.mark.skipif(
+    "no network" not in ISOLATION.in_force, reason="no network/PID namespaces here: " + "; ".join(ISOLATION.missing)
+)
+needs_other_user = pytest.mark.skipif(
+    not ISOLATION.drops_privileges,
+    reason="student code cannot run as another user here: " + "; ".join(ISOLATION.missing),
+)
 
 
 # Malformed notebooks ---------------------------------------------------------------------------------
+
 
 def reference_text():
     return reference_files(LAB)[0].read_text(encoding="utf-8")
@@ -54,9 +57,27 @@ def reference_text():
 
 def v3_notebook():
     """A notebook in the old nbformat 3 layout (worksheets), as very old Jupyter versions saved it."""
-    return json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": ""}, "worksheets": [{
-        "cells": [{"cell_type": "code", "language": "python", "input": "def relu(x):\n    return x * (x > 0)",
-                   "outputs": [], "metadata": {}}], "metadata": {}}]})
+    return json.dumps(
+        {
+            "nbformat": 3,
+            "nbformat_minor": 0,
+            "metadata": {"name": ""},
+            "worksheets": [
+                {
+                    "cells": [
+                        {
+                            "cell_type": "code",
+                            "language": "python",
+                            "input": "def relu(x):\n    return x * (x > 0)",
+                            "outputs": [],
+                            "metadata": {},
+                        }
+                    ],
+                    "metadata": {},
+                }
+            ],
+        }
+    )
 
 
 MALFORMED = {
@@ -67,10 +88,14 @@ MALFORMED = {
     "lone surrogate": (reference_text().replace("Fashion", "Fashion\\udc80", 1).encode(), "not valid Unicode"),
     "JSON but no notebook": (b"[1, 2, 3]", "not a Jupyter notebook"),
     "nbformat 2": (b'{"nbformat": 2, "worksheets": []}', "very old format"),
-    "cells not a list": (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}',
-                         "does not follow the Jupyter notebook format"),
-    "cell without type": (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"source": "x"}]}',
-                          "does not follow the Jupyter notebook format"),
+    "cells not a list": (
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": {"a": 1}}',
+        "does not follow the Jupyter notebook format",
+    ),
+    "cell without type": (
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"source": "x"}]}',
+        "does not follow the Jupyter notebook format",
+    ),
 }
 
 
@@ -121,7 +146,7 @@ def test_the_reference_notebooks_are_accepted():
 
 # Graded functions that misbehave --------------------------------------------------------------------
 
-HOSTILE = '''
+HOSTILE = """
 import os, socket, subprocess, sys, time
 import numpy as np
 
@@ -142,23 +167,29 @@ def flood(x):
 
 def fine(x):
     return x + 1
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
     path = notebook_with(tmp_path_factory.mktemp("hostile"), HOSTILE)
-    calls = [Call(name, (np.ones(2),), returns="none" if name == "sleeper" else "array")
-             for name in ("sleeper", "exits", "hard_exit", "hog", "flood", "fine")]
+    calls = [
+        Call(name, (np.ones(2),), returns="none" if name == "sleeper" else "array")
+        for name in ("sleeper", "exits", "hard_exit", "hog", "flood", "fine")
+    ]
     return run_student_functions(path, calls, call_timeout=5, memory_mb=2048)
 
 
-@pytest.mark.parametrize("name, phrase", [
-    ("sleeper", "did not finish within 5 s"),
-    ("exits", "tried to end the program"),
-    ("hard_exit", "ended the sandbox process (for example with os._exit)"),
-    ("hog", "MemoryError"),
-], ids=["sleeper", "exits", "hard_exit", "hog"])
+@pytest.mark.parametrize(
+    "name, phrase",
+    [
+        ("sleeper", "did not finish within 5 s"),
+        ("exits", "tried to end the program"),
+        ("hard_exit", "ended the sandbox process (for example with os._exit)"),
+        ("hog", "MemoryError"),
+    ],
+    ids=["sleeper", "exits", "hard_exit", "hog"],
+)
 def test_misbehaving_function_fails_only_its_own_call(hostile_run, name, phrase):
     assert not hostile_run[name].ok and phrase in hostile_run[name].error
     assert hostile_run["fine"].ok and hostile_run["fine"].value.tolist() == [2.0, 2.0]
@@ -182,7 +213,9 @@ def test_no_network(tmp_path):
     """A graded function cannot reach a server on this machine, let alone the internet."""
     with listening_socket() as server:
         port = server.getsockname()[1]
-        path = notebook_with(tmp_path, f'''
+        path = notebook_with(
+            tmp_path,
+            f"""
 import socket
 import numpy as np
 def reach(x):
@@ -194,7 +227,8 @@ def reach(x):
         except OSError:
             pass
     return np.array([reached])
-''')
+""",
+        )
         run = run_student_functions(path, [Call("reach", (1,))])
     assert run["reach"].ok and run["reach"].value.tolist() == [0]
 
@@ -202,13 +236,16 @@ def reach(x):
 @needs_namespaces
 def test_detached_processes_die_with_the_sandbox(tmp_path):
     marker = f"{os.getpid() % 1000 + 424200}"
-    path = notebook_with(tmp_path, f'''
+    path = notebook_with(
+        tmp_path,
+        f'''
 import subprocess
 import numpy as np
 def detach(x):
     subprocess.Popen(["sleep", "{marker}"], start_new_session=True)
     return np.array([1])
-''')
+''',
+    )
     run = run_student_functions(path, [Call("detach", (1,))])
     assert run["detach"].ok
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
@@ -217,7 +254,9 @@ def detach(x):
 
 @needs_other_user
 def test_process_limit(tmp_path):
-    path = notebook_with(tmp_path, '''
+    path = notebook_with(
+        tmp_path,
+        """
 import os, time
 import numpy as np
 def fork_many(x):
@@ -231,7 +270,8 @@ def fork_many(x):
         except OSError:
             break
     return np.array([started])
-''')
+""",
+    )
     # RLIMIT_NPROC counts every process of the sandbox's user: let kernels of earlier tests finish exiting.
     user = course_config.SANDBOX_USER
     for _ in range(30):
@@ -251,7 +291,9 @@ def test_no_access_to_grader_files(tmp_path):
         (shared / "gradebook.db").write_text("grades")
         (shared / "gradebook.db").chmod(0o644)
         hidden = course_config.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py"
-        path = notebook_with(tmp_path, f'''
+        path = notebook_with(
+            tmp_path,
+            f"""
 import numpy as np
 def snoop(x):
     done = []
@@ -264,7 +306,8 @@ def snoop(x):
         except OSError:
             done.append(0)
     return np.array(done)
-''')
+""",
+        )
         run = run_student_functions(path, [Call("snoop", (1,))])
         assert run["snoop"].ok and run["snoop"].value.tolist() == [0, 0, 0]
         assert (shared / "gradebook.db").read_text() == "grades"
@@ -332,7 +375,7 @@ def probe_report(notebook):
         for output in cell.get("outputs", []):
             text = output.get("text", "")
             if output.get("output_type") == "stream" and "PROBE{" in text:
-                return json.loads(text[text.index("PROBE{") + 5:].splitlines()[0])
+                return json.loads(text[text.index("PROBE{") + 5 :].splitlines()[0])
     return None
 
 
@@ -349,21 +392,39 @@ def re_executed_probe(tmp_path_factory):
         shared.chmod(0o755)
         (shared / "gradebook.db").write_text("grades")
         (shared / "gradebook.db").chmod(0o644)
-        write = [str(folder / "data.txt"), str(folder / "new.txt"), str(shared / "gradebook.db"),
-                 str(shared / "other_student.ipynb")]
+        write = [
+            str(folder / "data.txt"),
+            str(folder / "new.txt"),
+            str(shared / "gradebook.db"),
+            str(shared / "other_student.ipynb"),
+        ]
         marker = f"{os.getpid() % 1000 + 425300}"
         with listening_socket() as server:
-            source = (KERNEL_PROBE.replace("PORT", str(server.getsockname()[1])).replace("WRITE", repr(write))
-                      .replace("READ", repr(str(course_config.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py")))
-                      .replace("MARKER", marker))
+            source = (
+                KERNEL_PROBE.replace("PORT", str(server.getsockname()[1]))
+                .replace("WRITE", repr(write))
+                .replace("READ", repr(str(course_config.GRADER_TESTS_DIR / f"test_{LAB.assignment}.py")))
+                .replace("MARKER", marker)
+            )
             notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
             notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
             SandboxedExecute(timeout=120).preprocess(notebook, {"metadata": {"path": str(folder)}})
         left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
-        return {"report": probe_report(notebook), "folder": folder, "left": left,
-                "outputs": [cell.get("outputs") for cell in notebook.cells],
-                "files": {path.name: (path.read_text() if path.exists() else None) for path in [
-                    folder / "data.txt", folder / "new.txt", shared / "gradebook.db", shared / "other_student.ipynb"]}}
+        return {
+            "report": probe_report(notebook),
+            "folder": folder,
+            "left": left,
+            "outputs": [cell.get("outputs") for cell in notebook.cells],
+            "files": {
+                path.name: (path.read_text() if path.exists() else None)
+                for path in [
+                    folder / "data.txt",
+                    folder / "new.txt",
+                    shared / "gradebook.db",
+                    shared / "other_student.ipynb",
+                ]
+            },
+        }
     finally:
         shutil.rmtree(shared)
 
@@ -390,8 +451,12 @@ def test_re_execution_cannot_write_outside_its_folder(re_executed_probe):
     report = re_executed_probe["report"]
     assert report["uid"] == ISOLATION.uid
     assert report["written"] == [] and not report["read_graders"]
-    assert re_executed_probe["files"] == {"data.txt": "submitted file", "new.txt": None, "gradebook.db": "grades",
-                                          "other_student.ipynb": None}
+    assert re_executed_probe["files"] == {
+        "data.txt": "submitted file",
+        "new.txt": None,
+        "gradebook.db": "grades",
+        "other_student.ipynb": None,
+    }
 
 
 def test_re_execution_is_refused_when_isolation_is_required(strict_isolation, tmp_path):
@@ -435,13 +500,15 @@ def test_the_private_kernel_manager_hook_the_sandbox_needs_is_still_called():
 
 # Saved model files ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model_file(tmp_path_factory):
     import keras
 
     path = tmp_path_factory.mktemp("model") / LAB.model_file
-    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
-                     ).save(path)
+    keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    ).save(path)
     return path
 
 
@@ -474,22 +541,35 @@ def set_layer(class_name, module):
     def change(config):
         layer = config["config"]["layers"][-1]
         layer["class_name"], layer["module"], layer["registered_name"] = class_name, module, None
+
     return change
 
 
 BAD_MODELS = {
     "missing": (lambda src, dst, tmp: None, "is missing from the submission"),
-    "truncated": (lambda src, dst, tmp: dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2]),
-                  "damaged, cut short"),
+    "truncated": (
+        lambda src, dst, tmp: dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2]),
+        "damaged, cut short",
+    ),
     "not a model": (lambda src, dst, tmp: dst.write_text("my model is great"), "damaged, cut short"),
-    "zip without a model": (lambda src, dst, tmp: zipfile.ZipFile(dst, "w").writestr("notes.txt", "hi"),
-                            "holds no model configuration"),
-    "zip bomb": (lambda src, dst, tmp: zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED).writestr(
-        "config.json", b" " * (course_config.SUBMITTED_MODEL_MAX_MB + 1) * 2**20), "the grader accepts at most"),
-    "custom layer class": (lambda src, dst, tmp: with_config(src, dst, set_layer("Backdoor", "evil.layers")),
-                           "no Lambda, TFSMLayer or custom layers"),
-    "class from another module": (lambda src, dst, tmp: with_config(src, dst, set_layer("system", "os")),
-                                  "no Lambda, TFSMLayer or custom layers"),
+    "zip without a model": (
+        lambda src, dst, tmp: zipfile.ZipFile(dst, "w").writestr("notes.txt", "hi"),
+        "holds no model configuration",
+    ),
+    "zip bomb": (
+        lambda src, dst, tmp: zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED).writestr(
+            "config.json", b" " * (course_config.SUBMITTED_MODEL_MAX_MB + 1) * 2**20
+        ),
+        "the grader accepts at most",
+    ),
+    "custom layer class": (
+        lambda src, dst, tmp: with_config(src, dst, set_layer("Backdoor", "evil.layers")),
+        "no Lambda, TFSMLayer or custom layers",
+    ),
+    "class from another module": (
+        lambda src, dst, tmp: with_config(src, dst, set_layer("system", "os")),
+        "no Lambda, TFSMLayer or custom layers",
+    ),
     "Lambda layer": (lambda src, dst, tmp: lambda_model(dst, tmp / "ran"), "no Lambda, TFSMLayer or custom layers"),
 }
 
@@ -510,17 +590,17 @@ def test_a_plain_model_file_is_accepted(tiny_model_file):
 
 # Whole Lab 1 submissions through the hidden graders ----------------------------------------------------
 
-RELU_THAT_EXITS = '''
+RELU_THAT_EXITS = """
 def relu(x):
     import sys
     sys.exit("relu is done")
-'''
+"""
 
-SOFTMAX_THAT_KILLS_THE_PROCESS = '''
+SOFTMAX_THAT_KILLS_THE_PROCESS = """
 def softmax(logits):
     import os
     os._exit(0)
-'''
+"""
 
 
 def hostile_edit(notebook):
@@ -559,6 +639,7 @@ def test_honest_submission_graded_after_it_gets_every_point(hostile_lab1_report,
 
 # Tampering with nbgrader's metadata, through the real `nbgrader autograde` of a class -----------------
 
+
 def sanitizing_restores_roles():
     """Whether nbgrader_config.py runs RestoreGradedCells when nbgrader sanitizes a submission."""
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course_config.ROOT)).load_config()
@@ -569,7 +650,8 @@ def sanitizing_restores_roles():
 needs_restored_roles = pytest.mark.skipif(
     not sanitizing_restores_roles(),
     reason="nbgrader_config.py does not list coursekit.nbgrader_preprocessors.RestoreGradedCells in "
-           "Autograde.sanitize_preprocessors: nbgrader then leaves such a submission ungraded")
+    "Autograde.sanitize_preprocessors: nbgrader then leaves such a submission ungraded",
+)
 
 
 @pytest.fixture(scope="module")
@@ -579,8 +661,9 @@ def autograded_class(tmp_path_factory):
     return lab1_class.autograded_class(tmp_path_factory, [*CLASS, lab1_class.UNREADABLE])
 
 
-@pytest.mark.parametrize("student", [
-    "demo_reference", "t_metadata", pytest.param("t_roles", marks=needs_restored_roles)])
+@pytest.mark.parametrize(
+    "student", ["demo_reference", "t_metadata", pytest.param("t_roles", marks=needs_restored_roles)]
+)
 def test_class_gets_the_hidden_graders_points_whatever_the_metadata(autograded_class, student):
     rows = autograded_class.rows()
     scores = rows[student]["scores"]
