@@ -124,21 +124,27 @@ def _lab2_architectures():
     import keras
     from keras import layers
 
-    def stem(inputs, augment=False):
+    def stem(inputs, augment=""):
         x = layers.Rescaling(1 / 255)(layers.Reshape((28, 28, 1))(inputs))
-        if augment:
-            x = keras.Sequential(
-                [
-                    layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-                    layers.RandomZoom(0.1, fill_mode="constant"),
-                    layers.RandomContrast(0.1),
-                ]
-            )(x)
+        if augment == "shifts and flips":  # the source notebook's build_augmentation()
+            shift = 2 / 28
+            steps = [
+                layers.RandomFlip("horizontal"),
+                layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest"),
+            ]
+            x = keras.Sequential(steps)(x)
+        elif augment == "translation, zoom, contrast":  # the notebook's augmentation before 2026-12-01
+            steps = [
+                layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+                layers.RandomZoom(0.1, fill_mode="constant"),
+                layers.RandomContrast(0.1),
+            ]
+            x = keras.Sequential(steps)(x)
         return x
 
-    def reference(momentum=0.9, filters=(32, 64)):  # the source notebook's build_cnn_model
+    def reference(momentum=0.9, filters=(32, 64), augment="shifts and flips"):  # the notebook's build_cnn_model
         inputs = keras.Input((28, 28))
-        x = stem(inputs, augment=True)
+        x = stem(inputs, augment=augment)
         for count in filters:
             for _ in (1, 2):
                 x = layers.Conv2D(count, 3, padding="same", use_bias=False)(x)
@@ -232,8 +238,9 @@ def _lab2_architectures():
         return keras.Model(inputs, layers.Dense(10, activation="softmax", kernel_initializer="zeros")(x))
 
     honest = {
-        "reference (BN momentum 0.9, augmentation)": reference,
+        "reference (BN momentum 0.9, shifts and flips)": reference,
         "reference with Keras's default BN momentum 0.99": lambda: reference(0.99),
+        "reference with translation, zoom and contrast": lambda: reference(augment="translation, zoom, contrast"),
         "no BN: 2 x (Conv, Conv, MaxPool, Dropout), Dense 128": no_bn,
         "strided convolutions + GlobalAveragePooling, BN 0.99": strided_gap,
         "wider 64/128 filters (reference)": lambda: reference(filters=(64, 128)),

@@ -43,41 +43,26 @@ class StudentRow:
 
 def class_rows(root, assignment):
     """A :class:`StudentRow` for every student with a submission of ``assignment`` in the gradebook."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    from coursekit.course import failure_messages
+    from coursekit.course import check_table
 
     notebook = course_config.lab_settings(assignment).notebook_id
     results = ResultStore.for_course(root).results(assignment)
     duplicates = identical_model_files(results)
     rows = []
-    with Gradebook(CourseLayout(root).db_url) as gradebook:
-        for student in sorted(s.id for s in gradebook.students):
-            try:
-                submission = gradebook.find_submission_notebook(notebook, assignment, student)
-            except MissingEntry:
-                continue
-            scores = {
-                grade.name: (float(grade.score or 0), float(grade.max_score or 0))
-                for grade in submission.grades
-                if grade.cell.cell_type == "code"
-            }
-            row = StudentRow(student, scores)
-            stored = results.get(student)
-            if stored:
-                report = stored.report
-                row.problem = str(stored.problem or report.problem or "")
-                row.reasons = {gid: str(check.message) for gid, check in report.checks.items() if not check.passed}
-                row.flags = [str(note) for note in report.flags]
-                row.measurements = dict(report.measurements)
-            else:
-                autograded = CourseLayout(root).autograded_notebook(student, assignment, notebook)
-                row.reasons = failure_messages(autograded)
-            if student in duplicates:
-                row.flags.append(
-                    f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}"
-                )
-            rows.append(row)
+    for table_row in check_table(root, assignment, notebook):
+        student = table_row["student"]
+        scores = {gid: (float(score or 0), float(top or 0)) for gid, (score, top) in table_row["scores"].items()}
+        row = StudentRow(student, scores, reasons=table_row["reasons"])  # reasons from the autograded notebook
+        stored = results.get(student)
+        if stored:  # class grading's stored result says more: the problem, flags, measurements
+            report = stored.report
+            row.problem = str(stored.problem or report.problem or "")
+            row.reasons = {gid: str(check.message) for gid, check in report.checks.items() if not check.passed}
+            row.flags = [str(note) for note in report.flags]
+            row.measurements = dict(report.measurements)
+        if student in duplicates:
+            row.flags.append(f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}")
+        rows.append(row)
     return rows
 
 
