@@ -178,9 +178,10 @@ def _cell_limit_message():
 
 def _unresponsive_message(seconds):
     return (
-        f"This cell ran past the time limit ({seconds} s) and did not stop when it was interrupted (does it "
-        "catch KeyboardInterrupt or ignore SIGINT?), so the notebook was stopped here and the cells after it "
-        "were not run. Let Ctrl-C stop your code, make it train only briefly when NBGRADER_EXECUTION is set, "
+        f"This cell ran past the time limit ({seconds} s) and did not stop when it was interrupted, so the "
+        "notebook was stopped here and the cells after it were not run. Code that catches KeyboardInterrupt or "
+        "ignores SIGINT does this, and so can one long call into compiled code (a big import, a whole training "
+        "run in one call). Let Ctrl-C stop your code, make it train only briefly when NBGRADER_EXECUTION is set, "
         "and submit again. Your checks are graded by the hidden graders all the same."
     )
 

@@ -100,3 +100,45 @@ def test_the_worker_stores_the_re_run_with_its_outputs_bounded(monkeypatch):
     assert len(long_output) < course_config.NOTEBOOK_OUTPUT_MAX_CHARS + 500
     assert "output cut by the grader" in long_output
     assert short_output == "ok\n" and len(json.dumps(result.to_dict())) < 2 * course_config.NOTEBOOK_OUTPUT_MAX_CHARS
+
+
+def merge_code_cells(notebook):
+    """All code but the released test cells in one cell, as a student who tidied the notebook would have it."""
+    tests = [
+        cell
+        for cell in notebook.cells
+        if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution")
+    ]
+    code = [cell for cell in notebook.cells if cell.cell_type == "code" and cell not in tests]
+    merged = new_code_cell("\n\n".join(cell.source for cell in code))
+    notebook.cells = [merged] + [cell for cell in notebook.cells if cell.cell_type != "code" or cell in tests]
+
+
+@pytest.mark.parametrize("cell_limit", [1, 3])
+def test_merged_cells_on_a_slow_machine_are_recorded_with_the_graders_grade(
+    stub_course,
+    cell_limit,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+):
+    """The one big cell of a merged notebook passes the cell limit when the machine is slow (here: the limit is
+    cut to seconds): it is interrupted with the limit named, the test cells after it still run, and the grade
+    recorded is the graders' report, whatever the machine's load did to the re-run."""
+    student = "demo_reference"
+    path = stub_course / "submitted" / student / LAB.assignment / LAB.notebook
+    notebook = nbformat.read(path, as_version=4)
+    merge_code_cells(notebook)
+    nbformat.write(notebook, path)
+    monkeypatch.setattr(class_worker, "grade_notebook", all_passed)
+    monkeypatch.setattr(course_config, "NOTEBOOK_CELL_TIMEOUT_S", cell_limit)
+    job = GradingJob(LAB.assignment, student, LAB.notebook, {LAB.notebook: path.read_bytes()})
+    result = grade_submission(job)
+    assert result.problem == "" and all(check.passed for check in result.report.checks.values())
+    stopped = json.dumps(result.executed_notebook["cells"][0]["outputs"])  # interrupted, or stopped if in an import
+    assert "CellTimeoutError" in stopped or "did not stop when it was interrupted" in stopped
+
+    (tmp_path / "result.json").write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    monkeypatch.setenv("COURSEKIT_TEST_RESULT", str(tmp_path / "result.json"))
+    summary = grade_class(stub_course, workers=1, grade=stored_result_grader, progress=False)
+    assert not summary.failures and not summary.problems and (LAB.assignment, student) in summary.recorded
+    assert not lost_points(rows(stub_course)[student])
