@@ -332,17 +332,9 @@ def _lab3_architectures():
 ARCHITECTURES = {"lab1_dense": _lab1_architectures, "lab2_cnn": _lab2_architectures, "lab3_vgg16": _lab3_architectures}
 
 
-def _retrain(assignment, model, data, settings, seed):
-    from coursekit.checks import brief_retraining
-
-    if assignment == course_config.LAB3.assignment:
-        from coursekit.vgg16 import head_retraining
-
-        return head_retraining(model, data, settings, seed=seed)
-    return brief_retraining(model, data, settings, seed=seed)
-
-
 def calibrate(assignment, seeds, data, overrides=None):
+    from coursekit.checks import lab_retraining
+
     settings = course_config.lab_settings(assignment)
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
@@ -354,7 +346,7 @@ def calibrate(assignment, seeds, data, overrides=None):
             load_before = os.getloadavg()[0]
             for seed in seeds:
                 started = time.time()
-                scores.append(round(_retrain(assignment, build(), data, settings, seed), 4))
+                scores.append(round(lab_retraining(build(), data, settings, seed), 4))
                 seconds.append(round(time.time() - started, 1))
             rows.append(
                 {
@@ -392,6 +384,12 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--epochs", type=int, help="try another epoch count (default: the lab's)")
     parser.add_argument("--out", type=Path, help="JSON file to write")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write each lab's calibration into reference_solution/LAB/results.json "
+        "(grader_retraining_calibration), where tests/test_retraining.py checks the bar against it",
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -425,6 +423,29 @@ def main(argv=None):
             f"{assignment}: lowest honest {lab['lowest_honest']}, highest non-learning "
             f"{lab['highest_non_learning']}, bar {lab['bar']}"
         )
+        if args.record and not args.epochs:
+            record(assignment, lab, result, args.out)
+
+
+def record(assignment, calibration, run, out):
+    """Put one lab's calibration into its reference results.json, beside the reference runs."""
+    path = course_config.REFERENCE_DIR / assignment / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    entry = {key: value for key, value in calibration.items() if key != "bar"}
+    entry.update(
+        bar_at_measurement=calibration["bar"],
+        bar_set=course_config.lab_settings(assignment).retrain_min_accuracy,
+        source=str(out.relative_to(course_config.ROOT)) if out else None,
+        script=run["script"],
+        command=run["command"],
+        hardware=run["hardware"],
+        keras_backend=run["keras_backend"],
+        versions=run["versions"],
+        measured=run["started"],
+    )
+    results["grader_retraining_calibration"] = entry
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"recorded in {path.relative_to(course_config.ROOT)}")
 
 
 if __name__ == "__main__":

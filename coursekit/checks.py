@@ -396,6 +396,18 @@ def brief_retraining(model, data, settings, seed=None):
     )
 
 
+def lab_retraining(model, data, settings, seed=None):
+    """The score of the retraining check of ``model``'s lab: :func:`brief_retraining`, or for a
+    transfer lab (Lab 3) :func:`coursekit.vgg16.head_retraining`, where ``model`` is the classifier head."""
+    import course_config
+
+    if isinstance(settings, course_config.TransferLabSettings):
+        from coursekit.vgg16 import head_retraining
+
+        return head_retraining(model, data, settings, seed=seed)
+    return brief_retraining(model, data, settings, seed=seed)
+
+
 def train_fresh_and_score(model, train, test, settings, seed):
     """The grader's recipe on ``model``'s architecture; its accuracy on ``test``.
 
