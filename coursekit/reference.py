@@ -183,15 +183,19 @@ def _finished_seed(folder, digest):
     return record if record.get("source_digest") == digest else None
 
 
-def _committed_seed(lab_dir, seed, digest):
-    """The row of ``seed`` in the committed results.json when it ran this source code, or None.
+def _committed_results(lab_dir):
+    """The results.json there was before this run ({} if none), read once: the run rewrites it seed by seed."""
+    try:
+        return json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _committed_seed(results, seed, digest):
+    """The row of ``seed`` in the committed ``results`` when it ran this source code, or None.
 
     So that a clone (which has no ``runs/``) continues an incomplete reference instead of starting over.
     """
-    try:
-        results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
     row = next((run for run in results.get("runs", []) if run.get("seed") == seed), None)
     if row is None or row.get("source_digest") != digest:
         return None
@@ -253,11 +257,15 @@ def run_reference(settings, seeds, planned=None):
     runs_dir = lab_dir / "runs"
     notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
     digest = source_digest(notebook)
-    runs = []
-    for index, seed in enumerate(seeds):
+    runs, committed_results = [], _committed_results(lab_dir)
+    # Every planned seed in order, so a run of some of them (--seeds 44) keeps the others already recorded from
+    # this source, and the kept seed (notebook, model, retraining) stays the first planned one.
+    order = sorted({*(planned or seeds), *seeds})
+    for seed in order:
         folder = runs_dir / f"seed-{seed}"
+        index = len(runs)
         record = _finished_seed(folder, digest)
-        committed = None if record is not None else _committed_seed(lab_dir, seed, digest)
+        committed = None if record is not None else _committed_seed(committed_results, seed, digest)
         if committed is not None and (index > 0 or (lab_dir / settings.model_file).exists()):
             record = committed
             print(
@@ -266,11 +274,13 @@ def run_reference(settings, seeds, planned=None):
             )
         elif record is not None:
             print(f"[reference] {settings.assignment}: seed {seed} already run from this source: kept", flush=True)
+        elif seed not in seeds:
+            continue  # planned, not asked for in this run, and not recorded yet
         else:
             if folder.exists() and not (folder / "training_backup").is_dir():
                 shutil.rmtree(folder)  # nothing to resume from
             folder.mkdir(parents=True, exist_ok=True)
-            print(f"[reference] {settings.assignment}: seed {seed} ({index + 1}/{len(seeds)})", flush=True)
+            print(f"[reference] {settings.assignment}: seed {seed} (of {', '.join(map(str, order))})", flush=True)
             load_before = round(os.getloadavg()[0], 2)
             start = time.perf_counter()
             executed = execute(notebook, folder, seed)
@@ -299,12 +309,12 @@ def run_reference(settings, seeds, planned=None):
             if record is not committed:
                 _save_json(folder / "record.json", record)
         rows = [{key: value for key, value in run.items() if key != "grader_retraining"} for run in runs]
-        _write_results(lab_dir, settings, sorted({*(planned or seeds), *seeds}), rows, retraining)
+        _write_results(lab_dir, settings, order, rows, retraining)
     results = json.loads((lab_dir / "results.json").read_text(encoding="utf-8"))
     shutil.rmtree(runs_dir, ignore_errors=True)
     print(
         f"[reference] wrote {lab_dir / 'results.json'}: mean test accuracy {results['test_accuracy_mean']:.4f} "
-        f"± {results['test_accuracy_std']:.4f} over seeds {list(seeds)}",
+        f"± {results['test_accuracy_std']:.4f} over seeds {[run['seed'] for run in results['runs']]}",
         flush=True,
     )
     return results

@@ -77,6 +77,20 @@ def test_a_run_of_fewer_seeds_than_planned_is_recorded_as_incomplete(toy_course)
     assert [run["seed"] for run in results["runs"]] == [1]
 
 
+def test_a_run_of_one_planned_seed_keeps_the_seeds_recorded_before(toy_course, monkeypatch):
+    """`--seeds 3` after seeds 1 and 2 were recorded: seed 3 is added; seed 1 stays the kept seed."""
+    root, calibrations = toy_course
+    monkeypatch.setenv("TOY_STOP_SEED", "0")  # no seed stops
+    lab_dir = root / "reference_solution" / TOY.assignment
+    reference.run_reference(TOY, seeds=(1, 2), planned=(1, 2, 3))
+    (root / "runs.log").unlink()
+    results = reference.run_reference(TOY, seeds=(3,), planned=(1, 2, 3))
+    assert (root / "runs.log").read_text() == "3\n"  # only seed 3 ran
+    assert results["complete"] is True and [run["seed"] for run in results["runs"]] == [1, 2, 3]
+    assert results["kept"]["seed"] == 1 and (lab_dir / TOY.model_file).read_text() == "model of seed 1"
+    assert calibrations == ["model of seed 1"]  # the kept seed's retraining, measured once
+
+
 def test_a_changed_source_notebook_runs_every_seed_again(toy_course):
     root, _ = toy_course
     reference.run_reference(TOY, seeds=(1,))
