@@ -385,12 +385,23 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, help="try another epoch count (default: the lab's)")
     parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument(
+        "--record-from",
+        type=Path,
+        metavar="JSON",
+        help="record the labs of an earlier run's --out file into results.json, without running anything",
+    )
+    parser.add_argument(
         "--record",
         action="store_true",
         help="also write each lab's calibration into reference_solution/LAB/results.json "
         "(grader_retraining_calibration), where tests/test_retraining.py checks the bar against it",
     )
     args = parser.parse_args(argv)
+    if args.record_from:
+        run = json.loads(args.record_from.read_text(encoding="utf-8"))
+        for assignment, lab in run["labs"].items():
+            record(assignment, lab, run, args.record_from)
+        return
 
     import keras
     import tensorflow as tf
@@ -435,7 +446,7 @@ def record(assignment, calibration, run, out):
     entry.update(
         bar_at_measurement=calibration["bar"],
         bar_set=course_config.lab_settings(assignment).retrain_min_accuracy,
-        source=str(out.relative_to(course_config.ROOT)) if out else None,
+        source=str(out.resolve().relative_to(course_config.ROOT)) if out else None,
         script=run["script"],
         command=run["command"],
         hardware=run["hardware"],
