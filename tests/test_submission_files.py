@@ -162,9 +162,8 @@ def test_grade_class_records_the_grade_and_copies_only_bounded_files(stub_course
 
 # `nbgrader autograde` itself, with the kit's configuration and stand-ins for the two slow steps -------------
 
-STAND_IN_CONFIG = '''
-"""The kit's nbgrader_config.py, with the re-run and the hidden graders replaced by stand-ins: what is tested is
-nbgrader's own copying of the submission folder into autograded/ and feedback/."""
+STAND_IN_FRAME = '''
+"""The kit's nbgrader_config.py, with the re-run and the hidden graders replaced by stand-ins (tests/)."""
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from coursekit.grading import CheckResult, GradingReport
@@ -179,23 +178,32 @@ class NoReRun(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         return nb, resources
 
+STAND_IN_GRADERS
 
-class AllPassed(VerdictsPreprocessor):
-    def report(self, nb, resources):
-        return GradingReport({grade_id: CheckResult(grade_id, True, "") for grade_id in autograder_tests(resources)})
-
-
-swap = {SandboxedExecute: NoReRun, HiddenGraders: AllPassed}
+swap = {SandboxedExecute: NoReRun, HiddenGraders: StandInGraders}
 c.Autograde.autograde_preprocessors = [swap.get(step, step) for step in c.Autograde.autograde_preprocessors]
 '''
+
+ALL_PASSED = """
+class StandInGraders(VerdictsPreprocessor):
+    def report(self, nb, resources):
+        return GradingReport({grade_id: CheckResult(grade_id, True, "") for grade_id in autograder_tests(resources)})
+"""
+
+
+def write_stand_in_config(course, graders=ALL_PASSED):
+    """Give ``course`` the kit's nbgrader_config.py with the re-run skipped and ``graders`` (the source of a class
+    ``StandInGraders``) in place of the hidden graders: what is tested is nbgrader's own part of the flow."""
+    kit_config = repr(str(course_config.ROOT / "nbgrader_config.py"))
+    text = STAND_IN_FRAME.replace("KIT_CONFIG", kit_config).replace("STAND_IN_GRADERS", graders)
+    (course / "nbgrader_config.py").write_text(text)
 
 
 def test_nbgrader_autograde_copies_only_bounded_files_and_says_so(stub_course, tmp_path):  # noqa: F811
     from coursekit import course
 
     student = "demo_reference"
-    config = stub_course / "nbgrader_config.py"
-    config.write_text(STAND_IN_CONFIG.replace("KIT_CONFIG", repr(str(course_config.ROOT / "nbgrader_config.py"))))
+    write_stand_in_config(stub_course)
     left_out = awkward_folder(stub_course / "submitted" / student / LAB.assignment, tmp_path)
     course.autograde(stub_course, LAB.assignment, student)
     course.generate_feedback(stub_course, LAB.assignment)

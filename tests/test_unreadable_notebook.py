@@ -23,6 +23,7 @@ from coursekit.notebooks import NotebookProblem, read_submission
 
 from test_class_grading import LAB, rows, stub_course, stub_course_template  # noqa: F401
 from test_dead_kernel import stored_result_grader
+from test_submission_files import write_stand_in_config
 
 GRADE_IDS = ("test_scale_images", "test_softmax", "test_saved_model")
 CALLED = []
@@ -77,25 +78,8 @@ def test_grade_class_records_the_saved_model_points_of_an_unreadable_notebook(st
 
 # `nbgrader autograde` itself: nbgrader cannot read these files, and still records a grade -------------------
 
-STAND_IN_CONFIG = '''
-"""The kit's nbgrader_config.py, with the re-run and the hidden graders replaced by stand-ins: what is tested is
-that nbgrader records a grade and writes feedback for a notebook it cannot read."""
-from nbgrader.preprocessors import NbGraderPreprocessor
-
-from coursekit.grading import CheckResult, GradingReport
-from coursekit.kernel_sandbox import SandboxedExecute
-from coursekit.nbgrader_preprocessors import HiddenGraders
-
-c = get_config()  # noqa: F821
-exec(open(KIT_CONFIG, encoding="utf-8").read(), {"get_config": lambda: c})
-
-
-class NoReRun(NbGraderPreprocessor):
-    def preprocess(self, nb, resources):
-        return nb, resources
-
-
-class GradersWithoutTheNotebook(HiddenGraders):
+GRADERS_WITHOUT_THE_NOTEBOOK = '''
+class StandInGraders(HiddenGraders):
     """Graders that pass one check without the notebook (test_saved_model) and fail the rest with the reason."""
     def report(self, nb, resources):
         from coursekit.notebooks import NotebookProblem, read_submission
@@ -106,10 +90,6 @@ class GradersWithoutTheNotebook(HiddenGraders):
             problem = str(error)
         return GradingReport({grade_id: CheckResult(grade_id, grade_id == "test_saved_model", problem)
                               for grade_id in GRADE_IDS})
-
-
-swap = {SandboxedExecute: NoReRun, HiddenGraders: GradersWithoutTheNotebook}
-c.Autograde.autograde_preprocessors = [swap.get(step, step) for step in c.Autograde.autograde_preprocessors]
 '''
 
 UNREADABLE = {  # student: (how the file is made, what the feedback says)
@@ -129,10 +109,8 @@ def sparse_file(path, size):
 
 def test_nbgrader_autograde_records_the_saved_model_points_of_notebooks_it_cannot_read(stub_course):  # noqa: F811
 
-    (stub_course / "nbgrader_config.py").write_text(
-        STAND_IN_CONFIG.replace("KIT_CONFIG", repr(str(course_config.ROOT / "nbgrader_config.py"))).replace(
-            "GRADE_IDS", repr(released_test_ids(stub_course))
-        )
+    write_stand_in_config(
+        stub_course, GRADERS_WITHOUT_THE_NOTEBOOK.replace("GRADE_IDS", repr(released_test_ids(stub_course)))
     )
     honest = stub_course / "submitted" / "demo_reference" / LAB.assignment
     for student, (make, _) in UNREADABLE.items():
