@@ -4,6 +4,11 @@ Every graded cell (``nbgrader.grade`` true: an autograder test cell, or a hand-g
 becomes one row: its section, grade id, kind, points and what it is about. Autograded cells are
 called *Exercise*, hand-graded ones *Question*, in the table and in the notebooks' text.
 
+The same metadata labels the exercises and questions where the student works: each exercise's
+text starts with "**Exercise N (P points, autograded).**" (the points of the self-check cell that
+follows it) and each question with "**Question (P points, graded by hand).**", so the points a
+student reads next to a task are the points nbgrader gives.
+
     python -m coursekit.grading_table          # rewrite the table cell of every source notebook
     python -m coursekit release                # then regenerate release/ from source/
 
@@ -24,7 +29,10 @@ EXERCISE = "Exercise"  # autograded: a hidden check gives the points
 QUESTION = "Question"  # graded by hand against a mark scheme
 KIND_TEXT = {EXERCISE: "Exercise (autograded)", QUESTION: "Question (graded by hand)"}
 AUTOGRADED_COMMENT = re.compile(r"^# Autograded \((\d+) points?\): (.+)$")
-QUESTION_LABEL = re.compile(r"^\*\*Question(?: (\d+))?\.\*\*\s*")
+QUESTION_LABEL = re.compile(r"^\*\*Question(?: (\d+))?(?: \(([^)]*)\))?\.\*\*\s*")
+EXERCISE_LABEL = re.compile(r"(?m)^\*\*Exercise(?: \d+)?(?: \(([^)]*)\))?\.\*\*")
+# Parts of a label's parenthesis that update() writes; anything else there (e.g. "no code to write") is kept.
+GENERATED_PART = re.compile(r"^(?:[\d.]+ points?, (?:autograded|graded by hand)|no points of its own.*)$")
 
 
 def graded_cells(notebook):
@@ -120,12 +128,57 @@ def table_markdown(notebook):
     return "\n".join(lines)
 
 
+def _label(word, number, points, how, parenthesis):
+    kept = [part.strip() for part in (parenthesis or "").split(";") if part.strip()]
+    kept = [part for part in kept if not GENERATED_PART.match(part)]
+    stated = f"{_points(points)}, {how}" if points is not None else "no points of its own: the graded exercises after it use it"
+    number = f" {number}" if number else ""
+    return f"**{word}{number} ({'; '.join([stated, *kept])}).**"
+
+
+def exercise_points(notebook):
+    """{index of an exercise's markdown cell: points of the autograded cell it introduces, or None}.
+
+    An exercise's text is the nearest "**Exercise" paragraph before an autograded cell; a text
+    followed by another exercise's text before any autograded cell has no points of its own.
+    """
+    owners, open_exercise = {}, None
+    for index, cell in enumerate(notebook.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "markdown" and EXERCISE_LABEL.search(cell.source):
+            open_exercise = index
+            owners[index] = None
+        elif cell.cell_type == "code" and meta.get("grade") and open_exercise is not None:
+            owners[open_exercise] = meta.get("points", 0)
+            open_exercise = None
+    return owners
+
+
+def label_tasks(notebook):
+    """Write each exercise's number and points, and each question's points, into their texts."""
+    for number, (index, points) in enumerate(exercise_points(notebook).items(), start=1):
+        cell = notebook.cells[index]
+        cell.source = EXERCISE_LABEL.sub(
+            lambda match: _label("Exercise", number, points, "autograded", match.group(1)), cell.source, count=1
+        )
+    for cell, meta in graded_cells(notebook):
+        if cell.cell_type == "markdown":
+            cell.source = QUESTION_LABEL.sub(
+                lambda match: _label("Question", match.group(1), meta.get("points", 0), "graded by hand", match.group(2))
+                + " ",
+                cell.source,
+                count=1,
+            )
+    return notebook
+
+
 def is_table_cell(cell):
     return cell.cell_type == "markdown" and MARKER in cell.source
 
 
 def update(notebook):
-    """Put the table into the notebook: replace its table cell, or insert one after the first cell."""
+    """Label the tasks and put the table into the notebook: replace its table cell, or insert one after the first."""
+    label_tasks(notebook)
     text = table_markdown(notebook)
     for cell in notebook.cells:
         if is_table_cell(cell):
@@ -144,9 +197,9 @@ def main(argv=None):
         update(notebook)
         if nbformat.writes(notebook) != before:
             nbformat.write(notebook, path)
-            print(f"{path}: grading table updated")
+            print(f"{path}: grading table and task labels updated")
         else:
-            print(f"{path}: grading table up to date")
+            print(f"{path}: grading table and task labels up to date")
 
 
 if __name__ == "__main__":

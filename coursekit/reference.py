@@ -154,17 +154,18 @@ def refresh_markdown(settings):
     """Give the kept reference notebook the source notebook's current markdown; its code and outputs stay.
 
     Text may be corrected while a long run goes on, or after it (for instance to state the measured
-    numbers): only code cells produce outputs, so the executed notebook stays what the code produced.
-    Refuses when the code differs (the reference is then stale: run it again).
+    numbers, or to add a hand-graded question): only code cells produce outputs, so the executed
+    notebook stays what the code produced. Markdown cells may be changed, added or removed; the code
+    cells must be those that ran, in the same order. Refuses when the code differs (the reference is
+    then stale: run it again).
     """
     path = course_config.REFERENCE_DIR / settings.assignment / settings.notebook
     source = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
     executed = nbformat.read(path, as_version=4)
-    if source_digest(source) != source_digest(executed) or len(source.cells) != len(executed.cells):
+    if source_digest(source) != source_digest(executed):
         raise ValueError(f"{path} was not produced from the current source's code: run the reference again")
-    for mine, theirs in zip(executed.cells, source.cells):
-        if mine.cell_type == "markdown":
-            mine.source = theirs.source
+    ran = iter([cell for cell in executed.cells if cell.cell_type == "code"])
+    executed.cells = [next(ran) if cell.cell_type == "code" else cell for cell in source.cells]
     nbformat.write(executed, path)
 
 

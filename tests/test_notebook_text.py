@@ -277,7 +277,34 @@ def test_exercises_and_questions_are_named_consistently(lab):
     for cell in notebook.cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("task"):
-            assert re.match(r"\*\*Question(?: \d+)?\.\*\*", cell.source), meta["grade_id"]
+            assert re.match(r"\*\*Question(?: \d+)? \(", cell.source), meta["grade_id"]
+
+
+@LABS
+def test_every_exercise_and_question_states_its_points_where_it_is_asked(lab):
+    """The label a student reads next to a task ("**Exercise 3 (2 points, autograded).**") is nbgrader's points."""
+    notebook = released(lab)
+    text = markdown_text(notebook)
+    assert not re.search(r"\*\*(?:Exercise|Question)(?: \d+)?\.\*\*", text), (
+        "a task without its points: run `python -m coursekit.grading_table` and `python -m coursekit release`"
+    )
+    numbers, pending = [], None
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        exercise = re.search(r"(?m)^\*\*Exercise (\d+) \(([^)]*)\)\.\*\*", cell.source)
+        if cell.cell_type == "markdown" and exercise:
+            numbers.append(int(exercise.group(1)))
+            stated = re.match(r"([\d.]+) points?, autograded", exercise.group(2))
+            assert stated or exercise.group(2).startswith("no points of its own"), exercise.group(0)
+            pending = float(stated.group(1)) if stated else None
+        elif cell.cell_type == "code" and meta.get("grade") and pending is not None:
+            assert pending == float(meta["points"]), f"{meta['grade_id']}: the exercise says {pending} points"
+            pending = None
+        if meta.get("task"):
+            stated = re.match(r"\*\*Question(?: \d+)? \(([\d.]+) points?, graded by hand\)\.\*\*", cell.source)
+            assert stated and float(stated.group(1)) == float(meta["points"]), meta["grade_id"]
+    assert numbers == list(range(1, len(numbers) + 1)), f"exercises numbered {numbers}"
+    assert numbers, "no numbered exercise"
 
 
 @LABS
