@@ -128,12 +128,19 @@ def table_markdown(notebook):
     return "\n".join(lines)
 
 
+NO_POINTS = "no points of its own: the graded exercises after it use it"
+
+
 def _label(word, number, points, how, parenthesis):
     kept = [part.strip() for part in (parenthesis or "").split(";") if part.strip()]
     kept = [part for part in kept if not GENERATED_PART.match(part)]
-    stated = f"{_points(points)}, {how}" if points is not None else "no points of its own: the graded exercises after it use it"
+    stated = f"{_points(points)}, {how}" if points is not None else NO_POINTS
     number = f" {number}" if number else ""
     return f"**{word}{number} ({'; '.join([stated, *kept])}).**"
+
+
+def _relabel(cell, match, label):
+    cell.source = cell.source[: match.start()] + label + cell.source[match.end() :]
 
 
 def exercise_points(notebook):
@@ -158,17 +165,13 @@ def label_tasks(notebook):
     """Write each exercise's number and points, and each question's points, into their texts."""
     for number, (index, points) in enumerate(exercise_points(notebook).items(), start=1):
         cell = notebook.cells[index]
-        cell.source = EXERCISE_LABEL.sub(
-            lambda match: _label("Exercise", number, points, "autograded", match.group(1)), cell.source, count=1
-        )
+        match = EXERCISE_LABEL.search(cell.source)
+        _relabel(cell, match, _label("Exercise", number, points, "autograded", match.group(1)))
     for cell, meta in graded_cells(notebook):
-        if cell.cell_type == "markdown":
-            cell.source = QUESTION_LABEL.sub(
-                lambda match: _label("Question", match.group(1), meta.get("points", 0), "graded by hand", match.group(2))
-                + " ",
-                cell.source,
-                count=1,
-            )
+        match = QUESTION_LABEL.match(cell.source) if cell.cell_type == "markdown" else None
+        if match:
+            label = _label("Question", match.group(1), meta.get("points", 0), "graded by hand", match.group(2))
+            _relabel(cell, match, label + " ")
     return notebook
 
 
