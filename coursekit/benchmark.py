@@ -18,10 +18,17 @@ used), the load average before and after, and the sandbox's isolation. The numbe
 are printed as a table and written as JSON. Run it on an idle machine: it warns when the
 load average is above 0.5 at the start.
 
+With ``--profile`` it grades one submission per lab (the reference) instead, once through class
+grading and once through ``nbgrader autograde``, each from an empty grader cache, and reports where
+the seconds of each went (:func:`profile_rows`): the graders' process start and imports, each session
+fixture and check, the sandboxed kernel's start, the re-run cells, and nbgrader's own steps (its wall
+time less the graders' and the re-run's, measured in the class run).
+
 Examples::
 
     .venv/bin/python -m coursekit.benchmark                       # every lab with a reference, 1 and 2 workers
     .venv/bin/python -m coursekit.benchmark --labs lab1_dense --workers 1 --out lab1.json
+    .venv/bin/python -m coursekit.benchmark --profile --out profile.json
 """
 
 import argparse
@@ -107,7 +114,60 @@ def measure(template, lab, workers, scratch):
         "load_after": _load(),
         "problems": {f"{a}/{s}": why for (a, s), why in summary.problems.items()},
         "failures": {f"{a}/{s}": why for (a, s), why in summary.failures.items()},
+        "_roots": [str(root)],  # profile() reads the stored results; main() drops it
     }
+
+
+def profile(template, lab, student, scratch):
+    """One submission graded through class grading, then through ``nbgrader autograde``, each from an empty cache."""
+    from coursekit import course
+    from coursekit.class_results import ResultStore
+
+    run = measure(template, lab, 1, scratch)
+    root = Path(tempfile.mkdtemp(prefix=f"{lab.assignment}-nbgrader-", dir=scratch))
+    shutil.rmtree(root)
+    shutil.copytree(template, root)
+    os.environ["COURSEKIT_GRADER_CACHE"] = tempfile.mkdtemp(prefix="grader-cache-", dir=scratch)
+    started = time.monotonic()
+    course.autograde(root, lab.assignment, student)
+    run["nbgrader_autograde_s"] = round(time.monotonic() - started, 1)
+    stored = [ResultStore.for_course(root_dir).load(lab.assignment, student) for root_dir in run.pop("_roots")]
+    result = next((item for item in stored if item is not None), None)
+    run["timings"] = {"graders": dict(result.report.timings), **result.timings} if result else {}
+    run["seconds"] = result.seconds if result else None
+    return run
+
+
+def profile_rows(run):
+    """README.md's profile: (stage, seconds) of one submission, biggest parts first within each process."""
+    timings, rows = run.get("timings", {}), []
+    graders, quick = timings.get("graders", {}), timings.get("quick_mode", {})
+    rows.append(("class grading, whole submission (graders and re-run side by side)", run.get("seconds")))
+    rows.append(("graders' process, wall", graders.get("wall_s")))
+    rows.append(("  Python, pytest, grader module and imports", graders.get("startup_s")))
+    for name, seconds in sorted(graders.get("session_fixtures_s", {}).items(), key=lambda item: -item[1]):
+        rows.append((f"  session fixture `{name}` (inside the first check that needs it)", seconds))
+    for name, seconds in sorted(graders.get("checks_s", {}).items(), key=lambda item: -item[1]):
+        rows.append((f"  check `{name}`", seconds))
+    rows.append(("  after the last check, until the process ended", graders.get("finish_s")))
+    rows.append(("quick-mode re-run, wall", quick.get("wall_s")))
+    rows.append(("  sandboxed kernel start", quick.get("kernel_start_s")))
+    rows.append(("  cells, added up", quick.get("cells_s")))
+    for index, seconds in quick.get("slowest_cells", []):
+        rows.append((f"  cell {index}", seconds))
+    autograde = run.get("nbgrader_autograde_s")
+    rows.append(("`nbgrader autograde`, same submission, wall", autograde))
+    if autograde and run.get("seconds"):
+        rows.append(("  nbgrader's own steps (its wall less the class run's)", round(autograde - run["seconds"], 1)))
+    return rows
+
+
+def profile_table(runs):
+    lines = ["| Lab | Stage | Seconds |", "|---|---|---:|"]
+    for run in runs:
+        for stage, seconds in profile_rows(run):
+            lines.append(f"| {run['lab']} | {stage} | {'—' if seconds is None else f'{seconds:.1f}'} |")
+    return "\n".join(lines)
 
 
 def table(runs):
@@ -143,6 +203,12 @@ def main(argv=None):
     parser.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="worker counts (default: 1 2)")
     parser.add_argument("--students", nargs="*", help="demo submission ids (default: the first two of each lab)")
     parser.add_argument("--out", default="benchmark.json", help="JSON file to write (default: benchmark.json)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="grade one submission per lab (the reference) through class grading and nbgrader autograde, "
+        "and report where its seconds went",
+    )
     args = parser.parse_args(argv)
 
     load = _load()
@@ -171,14 +237,21 @@ def main(argv=None):
             lab = course_config.lab_settings(assignment)
             students = args.students or default_students(lab)
             print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
+            if args.profile:
+                students = students[:1]
             template = released_template(scratch / f"{assignment}-template", lab, students)
-            for workers in args.workers:
+            for workers in [1] if args.profile else args.workers:
                 print(f"{assignment}: grading with {workers} worker(s), empty grader cache ...", flush=True)
-                run = measure(template, lab, workers, scratch)
+                run = (
+                    profile(template, lab, students[0], scratch)
+                    if args.profile
+                    else measure(template, lab, workers, scratch)
+                )
+                run.pop("_roots", None)
                 report["runs"].append(run)
                 print(f"  {json.dumps(run)}", flush=True)
                 out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # partial results survive
-    print("\n" + table(report["runs"]))
+    print("\n" + (profile_table if args.profile else table)(report["runs"]))
     print(f"\nWritten to {out}")
     failed = any(run["failures"] for run in report["runs"])
     return 1 if failed else 0

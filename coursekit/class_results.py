@@ -182,6 +182,7 @@ def report_to_dict(report):
         "flags": list(report.flags),
         "unfinished": report.unfinished,
         "measurements": dict(report.measurements),
+        "timings": dict(report.timings),
         "checks": {
             grade_id: {"passed": result.passed, "message": result.message} for grade_id, result in report.checks.items()
         },
@@ -200,6 +201,7 @@ def report_from_dict(data):
         list(data.get("flags", [])),
         data.get("unfinished", ""),
         dict(data.get("measurements", {})),
+        dict(data.get("timings") or {}),
     )
 
 
@@ -228,6 +230,8 @@ class SubmissionResult:
         sha256 of the submitted model file ("" when there is none): identical files are flagged.
     seconds : float
         How long the worker took.
+    timings : dict
+        Where those seconds went (:func:`coursekit.class_worker.quick_mode_timings`, the graders' in the report).
     host : str
         The worker's machine.
     fingerprint : str
@@ -244,6 +248,7 @@ class SubmissionResult:
     files: list = field(default_factory=list)
     model_sha256: str = ""
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
     host: str = ""
     fingerprint: str = ""
     left_out: list = field(default_factory=list)

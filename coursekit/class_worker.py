@@ -120,11 +120,40 @@ def grade_submission(job):
             with ThreadPoolExecutor(max_workers=1) as side:
                 graders = side.submit(grade_notebook, notebook_path, job.assignment, timeout=min(grader_limit, timeout))
                 if notebook is not None:
+                    rerun_started = time.time()
                     _run_quick_mode(notebook, folder, deadline, job.kernel_name, host, timeout)
+                    result.timings["quick_mode"] = quick_mode_timings(notebook, rerun_started, time.time())
                 result.report = graders.result()
             result.executed_notebook = _bounded(notebook)
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def quick_mode_timings(notebook, started, ended):
+    """Where the quick-mode re-run's seconds went, from the times nbclient records in each cell's metadata:
+    ``wall_s``; ``kernel_start_s`` (the sandboxed kernel's start, until the first cell ran); ``cells_s``
+    (the cells' own time, added up); ``slowest_cells`` ([cell index, seconds], the five slowest)."""
+    from datetime import datetime
+
+    def moment(text):
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    spans = []
+    for index, cell in enumerate(notebook.cells):
+        execution = cell.get("metadata", {}).get("execution", {})
+        try:
+            begin, end = moment(execution["iopub.status.busy"]), moment(execution["shell.execute_reply"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # not run (markdown, or after the run stopped)
+        if started - 1 <= begin <= end <= ended + 1:  # not the student's own run, whose times may still be there
+            spans.append((index, begin, end))
+    timings = {"wall_s": round(ended - started, 2)}
+    if spans:
+        timings["kernel_start_s"] = round(spans[0][1] - started, 2)
+        timings["cells_s"] = round(sum(end - begin for _, begin, end in spans), 2)
+        slowest = sorted(spans, key=lambda span: span[1] - span[2])[:5]
+        timings["slowest_cells"] = [[index, round(end - begin, 2)] for index, begin, end in slowest]
+    return timings
 
 
 def _bounded(notebook):

@@ -61,7 +61,17 @@ def scripts_on_path():
 def generate_release(root, assignments):
     """source/A -> release/A with nbgrader generate_assignment (solutions and hidden tests removed)."""
     for assignment in assignments:
-        nbgrader(root, "generate_assignment", assignment, "--force")
+        try:
+            nbgrader(root, "generate_assignment", assignment, "--force")
+        except NbgraderError as error:
+            if "Cannot add or remove cells" not in str(error):
+                raise
+            raise NbgraderError(
+                f"source/{assignment} adds or removes cells, and the gradebook of {root} already holds submissions "
+                f"of {assignment}: nbgrader does not change the cells of an assignment that students handed in. "
+                "Before a course (or for this kit's demo gradebook): `make clean-demo`, then release again. During "
+                "a course: keep the cells and change their text only, or release the change as a new assignment."
+            ) from error
 
 
 def autograde(root, assignment, student=None):

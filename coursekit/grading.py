@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class GradingReport:
     ``unfinished`` is the student's message for the checks the graders' time limit left
     ungraded (the checks in ``checks`` were graded before it and keep their result).
     ``measurements`` are the numbers the graders computed (e.g. ``saved_model_test_accuracy``).
+    ``timings`` say where the graders' seconds went (:func:`grader_timings`); they decide nothing.
     """
 
     checks: dict
@@ -43,6 +45,7 @@ class GradingReport:
     flags: list = field(default_factory=list)
     unfinished: str = ""
     measurements: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
 
     def result_for(self, grade_id):
         """The result for ``grade_id``; a failed one with an explanation if there is none."""
@@ -110,6 +113,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
             "addopts=",
         ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
+        started = time.time()
         process = subprocess.Popen(
             command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -135,12 +139,18 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
                 flags=_flags(data),
                 unfinished=time_limit_message(timeout),
                 measurements=_measurements(data),
+                timings=grader_timings(data, started, time.time()),
             )
         if not report_path.exists():
             tail = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             return GradingReport({}, "the hidden graders stopped without a report: " + " | ".join(tail))
         data = _read_report(report_path)
-    return GradingReport(_check_results(data.get("checks", {})), flags=_flags(data), measurements=_measurements(data))
+    return GradingReport(
+        _check_results(data.get("checks", {})),
+        flags=_flags(data),
+        measurements=_measurements(data),
+        timings=grader_timings(data, started, time.time()),
+    )
 
 
 def time_limit_message(seconds):
@@ -172,6 +182,31 @@ def _check_results(checks):
 
 def _flags(data):
     return [_shorten(str(flag)) for flag in data.get("flags", []) if isinstance(flag, str)]
+
+
+def grader_timings(data, started, ended):
+    """Where the graders' wall time went, in seconds: ``wall_s``; ``startup_s`` (Python, pytest, the grader module
+    and its imports, until the checks were collected); ``checks_s`` per grade id (each includes the session
+    fixtures it was the first to need); ``session_fixtures_s`` (data, the saved model's evaluation, ...);
+    ``finish_s`` (after the last report, until the process ended). {} when the report holds none."""
+    times = data.get("timings")
+    if not isinstance(times, dict):
+        return {}
+
+    def seconds_by_name(key):
+        return {str(name): float(value) for name, value in times.get(key, {}).items()}
+
+    try:
+        collected, written = float(times["collected"]), float(times["written"])
+        return {
+            "wall_s": round(ended - started, 2),
+            "startup_s": round(collected - started, 2),
+            "checks_s": seconds_by_name("checks_s"),
+            "session_fixtures_s": seconds_by_name("session_fixtures_s"),
+            "finish_s": round(ended - written, 2),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
 
 
 def _measurements(data):

@@ -15,6 +15,7 @@ coursekit.pytest_plugin import *``.
 """
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ __all__ = [
     "pytest_configure",
     "pytest_collection_finish",
     "pytest_runtest_makereport",
+    "pytest_fixture_setup",
     "pytest_sessionfinish",
     "notebook_path",
     "submission_dir",
@@ -35,6 +37,8 @@ __all__ = [
 
 _OUTCOMES = pytest.StashKey[dict]()
 _COLLECTED = pytest.StashKey[dict]()  # grade id -> node ids of its tests
+_TIMES = pytest.StashKey[dict]()  # where the graders' seconds went (GradingReport.timings)
+_IMPORTED = time.time()  # the graders' process has started Python and pytest by now
 
 
 def pytest_addoption(parser):
@@ -47,9 +51,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "grade_id(name): the nbgrader grade id this test scores")
     config.stash[_OUTCOMES] = {}
     config.stash[_COLLECTED] = {}
+    config.stash[_TIMES] = {"plugin_imported": _IMPORTED, "checks_s": {}, "session_fixtures_s": {}}
 
 
 def pytest_collection_finish(session):
+    session.config.stash[_TIMES]["collected"] = time.time()  # the grader module and its imports are loaded
     for item in session.items:
         marker = item.get_closest_marker("grade_id")
         if marker is not None:
@@ -93,6 +99,18 @@ def student_message(excinfo):
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Time each session fixture (data, the saved model's evaluation, cached features): shared by checks."""
+    started = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        if fixturedef.scope == "session":
+            fixtures = request.config.stash[_TIMES]["session_fixtures_s"]
+            fixtures[fixturedef.argname] = round(time.perf_counter() - started, 2)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     _record_outcome(item, call, report)
@@ -106,6 +124,8 @@ def _record_outcome(item, call, report):
     if marker is None:
         return
     grade_id = marker.args[0]
+    spent = item.config.stash[_TIMES]["checks_s"]
+    spent[grade_id] = round(spent.get(grade_id, 0.0) + report.duration, 2)  # setup, call and teardown
     outcomes = item.config.stash[_OUTCOMES].setdefault(grade_id, {"tests": {}, "messages": []})
     if report.failed:
         outcomes["tests"][item.nodeid] = "failed"
@@ -147,5 +167,6 @@ def _write_report(config, finished):
         "checks": checks,
         "flags": list(INSTRUCTOR_FLAGS),
         "measurements": dict(GRADER_MEASUREMENTS),
+        "timings": {**config.stash[_TIMES], "written": time.time()},
     }
     write_text_atomically(path, json.dumps(report, indent=1))  # a run killed while writing leaves the last report whole

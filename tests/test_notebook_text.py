@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 import course_config
-from coursekit import grading_table
+from coursekit import grading_table, section_times
 
 LAB1, LAB2, LAB3 = course_config.LAB1, course_config.LAB2, course_config.LAB3
 LABS = pytest.mark.parametrize("lab", course_config.LABS, ids=lambda lab: lab.assignment)
@@ -375,3 +375,38 @@ def test_lab3_compares_with_the_recorded_reference_runs_of_labs_1_and_2():
             f"{LAB3.notebook}: EARLIER_RESULTS[{name!r}] is not {lab.assignment}'s kept reference seed {run['seed']}"
         )
         assert row["model_file"] == lab.model_file
+
+
+@LABS
+def test_time_per_section_is_the_kept_reference_run(lab):
+    cells = [cell for cell in released(lab).cells if section_times.MARKER in cell.source]
+    assert len(cells) == 1, f"{lab.notebook} should hold one section-times table (python -m coursekit.section_times)"
+    executed = nbformat.read(course_config.REFERENCE_DIR / lab.assignment / lab.notebook, as_version=4)
+    assert cells[0].source == section_times.table_markdown(lab, executed), (
+        f"{lab.notebook}: the time per section is not the kept reference run's: run `python -m coursekit.section_times`, "
+        f"`python -m coursekit reference {lab.assignment} --text-only` and `python -m coursekit release`"
+    )
+
+
+def test_section_seconds_add_up_each_sections_cells():
+    def timed(seconds):
+        cell = nbformat.v4.new_code_cell("pass")
+        cell.metadata["execution"] = {
+            "iopub.status.busy": "2026-12-01T10:00:00.000000Z",
+            "shell.execute_reply": f"2026-12-01T10:00:{seconds:02d}.000000Z",
+        }
+        return cell
+
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title"),
+            timed(7),  # before the first section: not in a section
+            nbformat.v4.new_markdown_cell("## 1. Setup"),
+            timed(2),
+            nbformat.v4.new_markdown_cell("## 2. Train\n\ntext"),
+            timed(30),
+            nbformat.v4.new_code_cell("never run"),
+            timed(15),
+        ]
+    )
+    assert section_times.section_seconds(notebook) == {"1. Setup": 2.0, "2. Train": 45.0}

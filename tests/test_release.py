@@ -118,3 +118,34 @@ def test_reference_results_are_recorded(lab):
     assert lab.saved_model_min_accuracy <= results["test_accuracy_min"]
     assert lab.retrain_min_accuracy <= results["grader_retraining"]["min"]
     assert lab.saved_model_min_accuracy >= BAR_FLOORS.get(lab.assignment, 0.0)
+
+
+def test_a_release_that_changes_cells_handed_in_says_what_to_do(tmp_path):
+    """nbgrader refuses to add or remove cells of an assignment with submissions; the kit says why and what to do."""
+    from nbgrader.api import Gradebook
+
+    from coursekit.course import NbgraderError, generate_release
+
+    root = released_course(tmp_path)
+    lab = course_config.LAB1
+    with Gradebook(f"sqlite:///{root / course_config.GRADEBOOK_FILE}") as gradebook:
+        gradebook.add_student("ada")
+        gradebook.add_submission(lab.assignment, "ada")
+    path = root / "source" / lab.assignment / lab.notebook
+    notebook = nbformat.read(path, as_version=4)
+    generate_release(root, [lab.assignment])  # the same cells: released again
+    question = nbformat.v4.new_markdown_cell("**Question.** A new question?")
+    question.metadata["nbgrader"] = {
+        "grade": False,
+        "grade_id": "task_new",
+        "locked": True,
+        "points": 1,
+        "schema_version": 3,
+        "solution": False,
+        "task": True,
+    }
+    notebook.cells.append(question)
+    nbformat.write(notebook, path)
+    with pytest.raises(NbgraderError, match="already holds submissions of lab1_dense") as error:
+        generate_release(root, [lab.assignment])
+    assert "make clean-demo" in str(error.value) and "change their text only" in str(error.value)

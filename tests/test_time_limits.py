@@ -114,8 +114,8 @@ def stand_in_graders(tmp_path, monkeypatch):
     notebook.parent.mkdir()
     nbformat.write(new_notebook(), notebook)
 
-    def write(sleep):
-        (folder / "test_stand_in.py").write_text(textwrap.dedent(GRADERS).replace("SLEEP", str(sleep)))
+    def write(sleep, graders=GRADERS):
+        (folder / "test_stand_in.py").write_text(textwrap.dedent(graders).replace("SLEEP", str(sleep)))
         return notebook
 
     return write
@@ -190,3 +190,86 @@ def test_a_report_written_midway_marks_unfinished_checks(tmp_path):
     )
     data = json.loads(report.read_text())
     assert data["finished"] is True and data["checks"]["later"]["passed"], run.stdout[-2000:]
+
+
+# Where the seconds go (the profile of `python -m coursekit.benchmark --profile`) ---------------------------
+
+TIMED_GRADERS = """
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def data():
+    time.sleep(SLEEP)
+    return 1
+
+@pytest.mark.grade_id("uses_data")
+def test_uses_data(data):
+    pass
+
+@pytest.mark.grade_id("slow")
+def test_slow(data):
+    time.sleep(2 * SLEEP)
+"""
+
+
+def test_the_graders_report_where_their_seconds_went(stand_in_graders):
+    from coursekit.class_results import report_from_dict, report_to_dict
+
+    report = grading.grade_notebook(stand_in_graders(0.5, TIMED_GRADERS), "stand_in", timeout=60)
+    timings = report.timings
+    assert timings["session_fixtures_s"]["data"] >= 0.5
+    assert timings["checks_s"]["uses_data"] >= 0.5  # the first check to need the fixture carries it
+    assert 1.0 <= timings["checks_s"]["slow"] < timings["checks_s"]["uses_data"] + 1.5
+    assert 0 < timings["startup_s"] and 0 <= timings["finish_s"]
+    assert timings["wall_s"] >= timings["startup_s"] + sum(timings["checks_s"].values())
+    assert report_from_dict(report_to_dict(report)).timings == timings  # stored with the result
+
+
+def test_a_report_without_timings_gives_none_and_grades_the_same():
+    assert grading.grader_timings({"checks": {}}, 0.0, 1.0) == {}
+    assert grading.grader_timings({"timings": {"collected": "soon"}}, 0.0, 1.0) == {}
+
+
+def test_the_quick_mode_re_run_reports_kernel_start_and_cells(tmp_path):
+    from coursekit.class_worker import quick_mode_timings
+
+    started = time.time()
+    notebook, _, _ = re_run(["x = 1", "import time\ntime.sleep(1.0)", "y = 2"], tmp_path)
+    ended = time.time()
+    # A cell not re-run that still holds the times of the student's own run, weeks ago: not this re-run's.
+    stale = {"iopub.status.busy": "2026-11-01T10:00:00.000000Z", "shell.execute_reply": "2026-11-01T10:05:00.000000Z"}
+    notebook.cells.append(new_code_cell("z = 3", metadata={"execution": stale}))
+    timings = quick_mode_timings(notebook, started, ended)
+    assert timings["slowest_cells"][0][0] == 1 and timings["slowest_cells"][0][1] >= 1.0
+    assert 3 not in [index for index, _ in timings["slowest_cells"]]
+    assert 1.0 <= timings["cells_s"] < timings["wall_s"] and timings["kernel_start_s"] >= 0
+
+
+def test_the_profile_table_lists_every_stage_biggest_first():
+    from coursekit.benchmark import profile_rows, profile_table
+
+    run = {
+        "lab": "lab1_dense",
+        "seconds": 40.0,
+        "nbgrader_autograde_s": 55.0,
+        "timings": {
+            "graders": {
+                "wall_s": 30.0,
+                "startup_s": 6.0,
+                "session_fixtures_s": {"fashion_mnist": 1.0, "saved": 9.0},
+                "checks_s": {"test_softmax": 0.5, "test_saved_model": 10.0},
+                "finish_s": 0.2,
+            },
+            "quick_mode": {"wall_s": 38.0, "kernel_start_s": 3.0, "cells_s": 34.0, "slowest_cells": [[40, 20.0]]},
+        },
+    }
+    stages = dict(profile_rows(run))
+    assert stages["  nbgrader's own steps (its wall less the class run's)"] == 15.0
+    names = [stage for stage, _ in profile_rows(run)]
+    assert names.index("  session fixture `saved` (inside the first check that needs it)") < names.index(
+        "  session fixture `fashion_mnist` (inside the first check that needs it)"
+    )
+    assert names.index("  check `test_saved_model`") < names.index("  check `test_softmax`")
+    assert "| lab1_dense |   cell 40 | 20.0 |" in profile_table([run])
+    assert "| — |" in profile_table([{"lab": "lab2_cnn"}])  # a run that recorded nothing shows dashes, no error
