@@ -140,8 +140,8 @@ def quick_mode_timings(notebook, started, ended):
 
     spans = []
     for index, cell in enumerate(notebook.cells):
-        execution = cell.get("metadata", {}).get("execution", {})
-        try:
+        try:  # the student's file may hold anything in a cell's metadata
+            execution = cell["metadata"]["execution"]
             begin, end = moment(execution["iopub.status.busy"]), moment(execution["shell.execute_reply"])
         except (KeyError, TypeError, ValueError, AttributeError):
             continue  # not run (markdown, or after the run stopped)

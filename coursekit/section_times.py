@@ -69,7 +69,8 @@ def table_markdown(lab, executed):
         MARKER,
         "",
         f"**Time per section** in the course's reference run (seed {run['seed']}, {_machine(run['hardware'])}; "
-        "the cells' own run times, as nbclient recorded them). Your machine's times differ (a GPU shortens the training sections most).",
+        "the cells' own run times, as nbclient recorded them). Your machine's times differ "
+        "(a GPU shortens the training sections most).",
         "",
         "| Section | Time |",
         "|---|---:|",

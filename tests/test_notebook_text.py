@@ -383,7 +383,8 @@ def test_time_per_section_is_the_kept_reference_run(lab):
     assert len(cells) == 1, f"{lab.notebook} should hold one section-times table (python -m coursekit.section_times)"
     executed = nbformat.read(course_config.REFERENCE_DIR / lab.assignment / lab.notebook, as_version=4)
     assert cells[0].source == section_times.table_markdown(lab, executed), (
-        f"{lab.notebook}: the time per section is not the kept reference run's: run `python -m coursekit.section_times`, "
+        f"{lab.notebook}: the time per section is not the kept reference run's: "
+        "run `python -m coursekit.section_times`, "
         f"`python -m coursekit reference {lab.assignment} --text-only` and `python -m coursekit release`"
     )
 

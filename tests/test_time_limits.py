@@ -240,6 +240,8 @@ def test_the_quick_mode_re_run_reports_kernel_start_and_cells(tmp_path):
     # A cell not re-run that still holds the times of the student's own run, weeks ago: not this re-run's.
     stale = {"iopub.status.busy": "2026-11-01T10:00:00.000000Z", "shell.execute_reply": "2026-11-01T10:05:00.000000Z"}
     notebook.cells.append(new_code_cell("z = 3", metadata={"execution": stale}))
+    crafted = [{"execution": "not times"}, {"execution": {"iopub.status.busy": 3}}, []]  # what a file may hold
+    notebook.cells += [nbformat.from_dict({"cell_type": "code", "source": "", "metadata": meta}) for meta in crafted]
     timings = quick_mode_timings(notebook, started, ended)
     assert timings["slowest_cells"][0][0] == 1 and timings["slowest_cells"][0][1] >= 1.0
     assert 3 not in [index for index, _ in timings["slowest_cells"]]
