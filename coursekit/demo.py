@@ -3,8 +3,11 @@
 1. release: ``nbgrader generate_assignment`` turns source/ into release/;
 2. submit: demo students' notebooks and models go into submitted/ (the reference
    solution and flawed variants, see :mod:`coursekit.submissions`);
-3. autograde: ``nbgrader autograde`` re-executes each notebook in quick mode and
-   the hidden graders score its test cells;
+3. autograde: ``grade-class`` (:func:`coursekit.classgrading.grade_class`) grades every
+   submission with ``course_config.CLASS_GRADING_WORKERS`` workers: the hidden graders score its
+   test cells while the notebook is re-executed in quick mode, and nbgrader's own ``autograde``
+   records the grades and the autograded notebook (``nbgrader autograde`` itself gives the same
+   grades, one submission at a time: tests/test_nbgrader_flow.py);
 4. feedback: ``nbgrader generate_feedback`` writes an HTML page per student;
 5. export: ``nbgrader export`` writes grades.csv;
 6. a table: points per check, total, and the reason for each lost point.
@@ -133,17 +136,27 @@ def run_demo(students=None, root=None, labs=course_config.LABS):
         print(f" {lab.assignment}:")
         submit_demo_students(root, chosen[lab.assignment], lab)
 
-    _step(3, "Autograde: re-execute each notebook in quick mode, then the hidden graders (grader_tests/)")
+    from coursekit.class_results import ResultStore
+    from coursekit.classgrading import grade_class
+
+    workers = course_config.CLASS_GRADING_WORKERS
+    _step(
+        3,
+        f"Autograde: python -m coursekit grade-class with {workers} workers (each submission: the hidden graders "
+        "(grader_tests/) and the quick-mode re-run side by side; nbgrader records the grades)",
+    )
+    summary = grade_class(root, [lab.assignment for lab in labs], workers=workers, force=True)
+    store = ResultStore.for_course(root)
     for lab in labs:
         print(f" {lab.assignment}:")
         for submission in chosen[lab.assignment]:
-            began = time.perf_counter()
-            try:
-                course.autograde(root, lab.assignment, submission.student)
-                status = "graded"
-            except course.NbgraderError as error:  # one broken submission never stops the others
-                status = f"FAILED: {error}"
-            print(f"  {submission.student:24s} {status} in {time.perf_counter() - began:.0f} s", flush=True)
+            key = (lab.assignment, submission.student)
+            result = store.load(*key)
+            if key in summary.failures:  # one broken submission never stops the others
+                status = f"FAILED: {summary.failures[key]}"
+            else:
+                status = "graded" if result is None else f"graded in {result.seconds:.0f} s"
+            print(f"  {submission.student:24s} {status}", flush=True)
 
     _step(4, "Feedback: nbgrader generate_feedback -> feedback/STUDENT/ASSIGNMENT/...html")
     for lab in labs:
