@@ -133,20 +133,13 @@ def quick_mode_timings(notebook, started, ended):
     """Where the quick-mode re-run's seconds went, from the times nbclient records in each cell's metadata:
     ``wall_s``; ``kernel_start_s`` (the sandboxed kernel's start, until the first cell ran); ``cells_s``
     (the cells' own time, added up); ``slowest_cells`` ([cell index, seconds], the five slowest)."""
-    from datetime import datetime
-
-    def moment(text):
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    from coursekit.notebooks import cell_run_times
 
     spans = []
     for index, cell in enumerate(notebook.cells):
-        try:  # the student's file may hold anything in a cell's metadata
-            execution = cell["metadata"]["execution"]
-            begin, end = moment(execution["iopub.status.busy"]), moment(execution["shell.execute_reply"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue  # not run (markdown, or after the run stopped)
-        if started - 1 <= begin <= end <= ended + 1:  # not the student's own run, whose times may still be there
-            spans.append((index, begin, end))
+        times = cell_run_times(cell)  # None: not run (markdown, or after the run stopped)
+        if times and started - 1 <= times[0] <= times[1] <= ended + 1:  # not the student's own earlier run
+            spans.append((index, *times))
     timings = {"wall_s": round(ended - started, 2)}
     if spans:
         timings["kernel_start_s"] = round(spans[0][1] - started, 2)

@@ -9,6 +9,7 @@ Old formats (nbformat 3) are converted, as Jupyter itself would.
 """
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -93,3 +94,19 @@ def _check_structure(data, name):
             f"The notebook {name} is in the very old format nbformat {data['nbformat']}. "
             "Open it in a current Jupyter, save it, and submit the saved file."
         )
+
+
+def cell_run_times(cell):
+    """(start, end) of a code cell's last run as POSIX seconds, from nbclient's ``metadata.execution``.
+
+    None when the cell holds no such record, or one that is not nbclient's (a submitted file may
+    hold anything in a cell's metadata).
+    """
+    try:
+        execution = cell["metadata"]["execution"]
+        return tuple(
+            datetime.fromisoformat(execution[key].replace("Z", "+00:00")).timestamp()
+            for key in ("iopub.status.busy", "shell.execute_reply")
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

@@ -15,19 +15,14 @@ against the kept reference notebooks.
 import json
 import re
 import sys
-from datetime import datetime
-
 import nbformat
 
 import course_config
+from coursekit.notebooks import cell_run_times
 
 MARKER = "<!-- section times: made by `python -m coursekit.section_times` from the kept reference run -->"
 SECTION = re.compile(r"^## (\d+\. .+)$", re.MULTILINE)
 SHOWN_FROM_S = 10  # sections faster than this are added up in one row
-
-
-def _moment(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def section_seconds(notebook):
@@ -38,11 +33,9 @@ def section_seconds(notebook):
             headings = SECTION.findall(cell.source)
             section = headings[-1] if headings else section
             continue
-        execution = cell.get("metadata", {}).get("execution", {})
-        if section is None or "iopub.status.busy" not in execution or "shell.execute_reply" not in execution:
-            continue
-        spent = _moment(execution["shell.execute_reply"]) - _moment(execution["iopub.status.busy"])
-        seconds[section] = seconds.get(section, 0.0) + spent
+        times = cell_run_times(cell)
+        if section is not None and times is not None:
+            seconds[section] = seconds.get(section, 0.0) + times[1] - times[0]
     return seconds
 
 
