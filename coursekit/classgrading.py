@@ -81,6 +81,7 @@ def grade_class(
     grade=grade_submission,
     progress=True,
     exports=(),
+    students=None,
 ):
     """Grade every new or changed submission of ``assignments`` in the course folder ``root``.
 
@@ -105,6 +106,8 @@ def grade_class(
         Show a progress bar on stderr.
     exports : sequence of {"canvas", "moodle"}
         Also export the grades in these platforms' import layouts (``grades_canvas.csv``, ...).
+    students : collection of str, optional
+        Grade only these students' submissions (default: everyone's); the others stay as they are.
 
     Returns
     -------
@@ -119,6 +122,8 @@ def grade_class(
     for assignment in _assignments(writer, root, assignments):
         in_gradebook = writer.students_with_submissions(assignment)
         for submission in find_submissions(root, assignment):
+            if students is not None and submission.student not in students:
+                continue
             stored = store.load(assignment, submission.student)
             if force or stored is None or stored.fingerprint != submission.fingerprint():
                 todo.append(submission)

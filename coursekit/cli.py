@@ -101,6 +101,7 @@ def _grade_class(args):
             scheduler=args.scheduler,
             force=args.force,
             exports=args.export,
+            students=args.students,
         )
     except (ClassGradingError, GradebookError, KeyError) as error:
         print(error.args[0] if error.args else error, file=sys.stderr)
@@ -154,6 +155,7 @@ def main(argv=None):
     )
     grade_class.add_argument("--scheduler", help="grade on a Dask cluster instead, e.g. tcp://host:8786")
     grade_class.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
+    grade_class.add_argument("--students", nargs="*", help="grade only these students (default: everyone)")
     grade_class.add_argument(
         "--course",
         default=course_config.ROOT,

@@ -145,7 +145,8 @@ def run_demo(students=None, root=None, labs=course_config.LABS):
         f"Autograde: python -m coursekit grade-class with {workers} workers (each submission: the hidden graders "
         "(grader_tests/) and the quick-mode re-run side by side; nbgrader records the grades)",
     )
-    summary = grade_class(root, [lab.assignment for lab in labs], workers=workers, force=True)
+    demo_students = {submission.student for submissions in chosen.values() for submission in submissions}
+    summary = grade_class(root, [lab.assignment for lab in labs], workers=workers, force=True, students=demo_students)
     store = ResultStore.for_course(root)
     for lab in labs:
         print(f" {lab.assignment}:")

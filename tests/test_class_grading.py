@@ -126,6 +126,14 @@ def test_rerun_grades_nothing_and_a_changed_submission_is_regraded_alone(stub_co
     assert set(changed.recorded) == {(LAB.assignment, "demo_syntax_error"), (LAB.assignment, "demo_reference")}
 
 
+def test_only_the_named_students_are_graded_and_the_others_stay_as_they_are(stub_course):
+    some = grade_class(stub_course, workers=1, grade=passing_grader, progress=False, students={"demo_reference"})
+    assert some.graded == [(LAB.assignment, "demo_reference")] and set(rows(stub_course)) == {"demo_reference"}
+    rest = grade_class(stub_course, workers=1, grade=passing_grader, progress=False)
+    assert set(rest.graded) == {(LAB.assignment, "demo_missing_function"), (LAB.assignment, "demo_syntax_error")}
+    assert rest.unchanged == 1
+
+
 def test_an_interrupted_run_keeps_finished_results_and_the_rerun_grades_the_rest(stub_course):
     everyone = {(LAB.assignment, s.student) for s in find_submissions(stub_course, LAB.assignment)}
     stopped = grade_class(stub_course, workers=1, grade=interrupted_grader, progress=False)
