@@ -22,6 +22,7 @@ import sys
 import nbformat
 
 import course_config
+from coursekit.notebooks import rewrite_notebook
 
 MARKER = "<!-- grading table: made by `python -m coursekit.grading_table` from the cells' nbgrader metadata -->"
 HEADING = "## How this lab is graded"
@@ -195,14 +196,8 @@ def main(argv=None):
     labs = [course_config.lab_settings(name) for name in (argv or [])] or list(course_config.LABS)
     for lab in labs:
         path = course_config.SOURCE_DIR / lab.assignment / lab.notebook
-        notebook = nbformat.read(path, as_version=4)
-        before = nbformat.writes(notebook)
-        update(notebook)
-        if nbformat.writes(notebook) != before:
-            nbformat.write(notebook, path)
-            print(f"{path}: grading table and task labels updated")
-        else:
-            print(f"{path}: grading table and task labels up to date")
+        changed = rewrite_notebook(path, update)
+        print(f"{path}: grading table and task labels {'updated' if changed else 'up to date'}")
 
 
 if __name__ == "__main__":

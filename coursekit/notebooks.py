@@ -110,3 +110,17 @@ def cell_run_times(cell):
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def rewrite_notebook(path, change):
+    """Apply ``change(notebook)`` to the notebook file at ``path``; write it only if that changed it.
+
+    Returns True when the file was rewritten (the generated tables and labels of the source notebooks).
+    """
+    notebook = nbformat.read(path, as_version=4)
+    before = nbformat.writes(notebook)
+    change(notebook)
+    if nbformat.writes(notebook) == before:
+        return False
+    nbformat.write(notebook, path)
+    return True

@@ -18,7 +18,7 @@ import sys
 import nbformat
 
 import course_config
-from coursekit.notebooks import cell_run_times
+from coursekit.notebooks import cell_run_times, rewrite_notebook
 
 MARKER = "<!-- section times: made by `python -m coursekit.section_times` from the kept reference run -->"
 SECTION = re.compile(r"^## (\d+\. .+)$", re.MULTILINE)
@@ -97,13 +97,8 @@ def main(argv=None):
             continue
         text = table_markdown(lab, nbformat.read(executed_path, as_version=4))
         path = course_config.SOURCE_DIR / lab.assignment / lab.notebook
-        notebook = nbformat.read(path, as_version=4)
-        before = nbformat.writes(notebook)
-        if nbformat.writes(update(notebook, text)) != before:
-            nbformat.write(notebook, path)
-            print(f"{path}: section times updated")
-        else:
-            print(f"{path}: section times up to date")
+        changed = rewrite_notebook(path, lambda notebook, text=text: update(notebook, text))
+        print(f"{path}: section times {'updated' if changed else 'up to date'}")
 
 
 if __name__ == "__main__":
