@@ -114,7 +114,7 @@ def measure(template, lab, workers, scratch):
         "load_after": _load(),
         "problems": {f"{a}/{s}": why for (a, s), why in summary.problems.items()},
         "failures": {f"{a}/{s}": why for (a, s), why in summary.failures.items()},
-        "_roots": [str(root)],  # profile() reads the stored results; main() drops it
+        "_course": str(root),  # the temporary course, where profile() reads the stored result; not written out
     }
 
 
@@ -131,8 +131,7 @@ def profile(template, lab, student, scratch):
     started = time.monotonic()
     course.autograde(root, lab.assignment, student)
     run["nbgrader_autograde_s"] = round(time.monotonic() - started, 1)
-    stored = [ResultStore.for_course(root_dir).load(lab.assignment, student) for root_dir in run.pop("_roots")]
-    result = next((item for item in stored if item is not None), None)
+    result = ResultStore.for_course(run["_course"]).load(lab.assignment, student)
     run["timings"] = {"graders": dict(result.report.timings), **result.timings} if result else {}
     run["seconds"] = result.seconds if result else None
     return run
@@ -247,7 +246,7 @@ def main(argv=None):
                     if args.profile
                     else measure(template, lab, workers, scratch)
                 )
-                run.pop("_roots", None)
+                run.pop("_course")
                 report["runs"].append(run)
                 print(f"  {json.dumps(run)}", flush=True)
                 out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # partial results survive
