@@ -355,6 +355,7 @@ def run_model_child(content, images, weights_of, timeout, memory_mb=None):
     See :mod:`coursekit.model_files`, which checks the file before it comes here.
     """
     where = isolation()
+    close_course(*find_course_roots())  # as for student functions: the kit's graders and the course graded here
     limits = (memory_mb or course_config.SANDBOX_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES)
     count = sum(len(array) for array in images.values())
     workdir = Path(tempfile.mkdtemp(prefix="model-", dir=scratch_parent()))
