@@ -58,6 +58,10 @@ SANDBOX_CALL_TIMEOUT_S = 30  # one call of one student function
 SANDBOX_MEMORY_MB = 8192  # address-space limit of that child (TensorFlow reserves much virtual memory)
 GRADER_TIMEOUT_S = 300  # one run of the hidden graders on one notebook
 NOTEBOOK_CELL_TIMEOUT_S = 120  # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
+# Code cells with this tag (a lab's optional experiments) are not re-run when a notebook is graded: the
+# autograded notebook and the feedback keep the outputs the student submitted, with a note. They decide
+# no grade, and re-running them in quick mode took half of Lab 1's re-run (README.md, the profile).
+NOT_RERUN_TAG = "experiment"
 FEEDBACK_MESSAGE_CHARS = 600  # longest message a failed check shows the student
 FIGURE_MIN_PIXELS = 100  # a figure in a notebook's outputs counts when its PNG is at least this wide and high
 

@@ -13,7 +13,6 @@ from nbgrader.preprocessors import (
     CheckCellMetadata,
     ClearHiddenTests,
     ClearMarkScheme,
-    ClearOutput,
     DeduplicateIds,
     GetGrades,
     IgnorePattern,
@@ -27,6 +26,7 @@ import course_config
 from coursekit.kernel_sandbox import SandboxedExecute
 from coursekit.nbgrader_preprocessors import (
     CleanSubmission,
+    ClearOutputExceptNotRerun,
     HiddenGraders,
     NoteLeftOutFiles,
     RestoreGradedCells,
@@ -56,10 +56,12 @@ c.Execute.allow_errors = True
 
 # Sanitizing a submission: junk metadata, non-text sources and hidden-test markers in student code
 # cleaned first (CleanSubmission), nbgrader's own steps, plus the released cells' roles restored from the
-# gradebook, so a test cell turned into an answer cell (or a duplicated grade id) is still graded.
+# gradebook, so a test cell turned into an answer cell (or a duplicated grade id) is still graded. Outputs
+# are cleared, except those of the optional experiments, which the re-run does not repeat
+# (course_config.NOT_RERUN_TAG).
 c.Autograde.sanitize_preprocessors = [
     CleanSubmission,
-    ClearOutput,
+    ClearOutputExceptNotRerun,
     DeduplicateIds,
     OverwriteKernelspec,
     RestoreGradedCells,

@@ -189,8 +189,9 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
     from nbclient.exceptions import DeadKernelError
     from nbgrader.utils import setenv
 
-    from coursekit.kernel_sandbox import SandboxedExecute
     from coursekit.isolation import isolation
+    from coursekit.kernel_sandbox import SandboxedExecute
+    from coursekit.nbgrader_preprocessors import ClearOutputExceptNotRerun
 
     try:
         isolation()  # the kernel runs isolated like the sandbox; decided here so its refusal is reported as such
@@ -208,6 +209,7 @@ def _run_quick_mode(notebook, folder, deadline, kernel_name, host, limit_s):
         deadline=deadline,
         deadline_note=deadline_note(limit_s),
     )
+    ClearOutputExceptNotRerun().preprocess(notebook, {})  # as nbgrader autograde does before its re-run
     try:
         with setenv(NBGRADER_EXECUTION="autograde"):
             executor.preprocess(notebook, {"metadata": {"path": str(folder)}})

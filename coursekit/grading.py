@@ -104,6 +104,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
             str(Path(notebook).resolve()),
             "--report",
             str(report_path),
+            "--exit-when-done",
             "-q",
             "-p",
             "no:cacheprovider",

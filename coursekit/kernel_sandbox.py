@@ -51,6 +51,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Unicode
 
 import course_config
+from coursekit.notebooks import is_not_rerun, not_rerun_note
 from coursekit.isolation import (
     KERNEL_PREFIXES,
     close_course,
@@ -209,8 +210,10 @@ class SandboxedExecute(Execute):
     interrupted and shows a message naming the limit (``error_on_timeout``); a cell that does
     not stop when interrupted (it ignores SIGINT), or a notebook whose cells add up past
     ``deadline``, ends the run there with a message in that cell, the kernel is killed, and
-    the later cells keep no outputs. A kernel that dies during a cell (memory, a crash,
-    ``os._exit``) ends the run the same way. The grade is not affected: it comes from the hidden graders.
+    the later cells keep no outputs. A cell tagged ``course_config.NOT_RERUN_TAG`` (an optional
+    experiment) is not run: it keeps its submitted outputs, with a note. A kernel that dies during a
+    cell (memory, a crash, ``os._exit``) ends the run the same way. The grade is not affected: it
+    comes from the hidden graders.
     """
 
     error_on_timeout = Dict(
@@ -243,6 +246,9 @@ class SandboxedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         if self.stopped or cell.cell_type != "code":
+            return cell, self.resources
+        if is_not_rerun(cell):  # an optional experiment: its submitted outputs stay (ClearOutputExceptNotRerun)
+            cell.outputs.append(new_output("stream", name="stdout", text=not_rerun_note()))
             return cell, self.resources
         if self.deadline and time.monotonic() >= self.deadline:
             self._stop(

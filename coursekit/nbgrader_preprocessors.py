@@ -38,12 +38,12 @@ from nbformat.v4 import new_output
 from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from nbconvert.preprocessors.sanitize import SanitizeHTML
-from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
+from nbgrader.preprocessors import ClearOutput, NbGraderPreprocessor, OverwriteCells
 from traitlets import Any, List, Unicode
 
 import course_config
 from coursekit.grading import grade_notebook
-from coursekit.notebooks import NotebookProblem, read_submission
+from coursekit.notebooks import NotebookProblem, is_not_rerun, read_submission
 
 
 def gradebook_cells(resources):
@@ -376,6 +376,18 @@ SAFE_ATTRIBUTES = {
     "th": ["colspan", "rowspan", "align"],
     "table": ["border"],
 }
+
+
+class ClearOutputExceptNotRerun(ClearOutput):
+    """nbgrader's ``ClearOutput``, except for the cells the graded re-run leaves as submitted (tagged
+    ``course_config.NOT_RERUN_TAG``: optional experiments): the TA grades the questions on them against
+    the student's own results, and the feedback shows them. Their outputs are bounded and sanitized like
+    every other output (LimitOutput, SanitizeSubmission), and they decide no grade."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if is_not_rerun(cell):
+            return cell, resources
+        return super().preprocess_cell(cell, resources, index)
 
 
 class SanitizeSubmission(SanitizeHTML):

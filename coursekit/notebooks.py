@@ -124,3 +124,19 @@ def rewrite_notebook(path, change):
         return False
     nbformat.write(notebook, path)
     return True
+
+
+def is_not_rerun(cell):
+    """Whether the graded re-run leaves this cell as submitted (a code cell tagged
+    ``course_config.NOT_RERUN_TAG``: an optional experiment that decides no grade)."""
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return cell.get("cell_type") == "code" and isinstance(tags, list) and course_config.NOT_RERUN_TAG in tags
+
+
+def not_rerun_note():
+    """The line added below the submitted outputs of a cell that the graded re-run left as submitted."""
+    return (
+        f"[Not re-run by the grader: a cell tagged '{course_config.NOT_RERUN_TAG}' (an optional experiment) "
+        "keeps the outputs you submitted, shown above. It decides no grade.]\n"
+    )

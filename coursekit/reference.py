@@ -151,7 +151,8 @@ def calibrate_retraining(model_path, settings, seeds=(0, 1, 2, 3, 4)):
 
 
 def refresh_markdown(settings):
-    """Give the kept reference notebook the source notebook's current markdown; its code and outputs stay.
+    """Give the kept reference notebook the source notebook's current markdown and cell tags; its code and
+    outputs stay.
 
     Text may be corrected while a long run goes on, or after it (for instance to state the measured
     numbers, or to add a hand-graded question): only code cells produce outputs, so the executed
@@ -165,8 +166,18 @@ def refresh_markdown(settings):
     if source_digest(source) != source_digest(executed):
         raise ValueError(f"{path} was not produced from the current source's code: run the reference again")
     ran = iter([cell for cell in executed.cells if cell.cell_type == "code"])
-    executed.cells = [next(ran) if cell.cell_type == "code" else cell for cell in source.cells]
+    executed.cells = [_with_tags_of(cell, next(ran)) if cell.cell_type == "code" else cell for cell in source.cells]
     nbformat.write(executed, path)
+
+
+def _with_tags_of(source_cell, executed_cell):
+    """``executed_cell`` with the tags of ``source_cell`` (e.g. course_config.NOT_RERUN_TAG): metadata, not code."""
+    tags = source_cell.metadata.get("tags")
+    if tags:
+        executed_cell.metadata["tags"] = list(tags)
+    else:
+        executed_cell.metadata.pop("tags", None)
+    return executed_cell
 
 
 def source_digest(notebook):
