@@ -39,6 +39,7 @@ constructor (configuration cannot change it), so :class:`SandboxedExecute`, an
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -155,6 +156,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw.update(
             cwd=str(self.scratch / "work"),
             env=kernel_environment(kw.get("env"), self.scratch / "home"),
+            # The kernel's own stderr (C++ libraries' start-up lines, ipykernel's log) stays out of the grader's
+            # terminal and its progress bar; what a cell prints, to either stream, reaches the notebook.
+            stderr=subprocess.DEVNULL,
             preexec_fn=limit_resources(
                 course_config.NOTEBOOK_KERNEL_MEMORY_MB, course_config.SANDBOX_MAX_PROCESSES, where.drops_privileges
             ),
