@@ -21,8 +21,6 @@ import os
 import sys
 import zipfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 
 class RefusedFile(Exception):
     """The weights file reaches outside itself."""
@@ -62,7 +60,11 @@ def check_weights_structure(path, max_bytes):
 
 
 def leaf_layers(model):
-    """As coursekit.checks.leaf_layers: this script runs alone in the sandbox and imports nothing of the kit."""
+    """The model's layers, nested models (e.g. a pretrained base) replaced by their own layers.
+
+    Defined here, where the model child needs it, because this script runs alone in the sandbox and
+    imports nothing of the kit; :mod:`coursekit.checks` imports it from here (this module has no
+    import-time effects)."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
             yield from leaf_layers(layer)
@@ -71,6 +73,7 @@ def leaf_layers(model):
 
 
 def main(workdir):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before Keras (and TensorFlow) are imported below
     import numpy as np
 
     request = json.loads(open(os.path.join(workdir, "request.json"), encoding="utf-8").read())

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from coursekit._model_child import leaf_layers  # one definition, shared with the model child
 from coursekit.atomic_files import write_text_atomically
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -169,15 +170,6 @@ def input_shape(model):
 def layer_classes(model):
     """Class names of a model's layers, nested models flattened."""
     return [type(layer).__name__ for layer in leaf_layers(model)]
-
-
-def leaf_layers(model):
-    """The model's layers, nested models (e.g. a pretrained base) replaced by their own layers."""
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from leaf_layers(layer)
-        else:
-            yield layer
 
 
 def dropout_rates(model):

@@ -34,6 +34,22 @@ MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
 VALUE_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"})
 
 # Built-in Keras layers that compute from their configuration and weights only: no file, no code.
+# Normalisation and regularisation layers: safe to load, and left out of a model's structure when it is
+# compared with what a build function gives (coursekit.saved_model.IGNORED_IN_SIGNATURE).
+NORMALISATION_AND_REGULARISATION = (
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
 SAFE_LAYERS = frozenset(
     {
         "InputLayer",
@@ -64,18 +80,7 @@ SAFE_LAYERS = frozenset(
         "GlobalMaxPooling1D",
         "GlobalMaxPooling2D",
         "GlobalMaxPooling3D",
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "GaussianDropout",
-        "GaussianNoise",
-        "AlphaDropout",
-        "ActivityRegularization",
+        *NORMALISATION_AND_REGULARISATION,
         "Reshape",
         "Flatten",
         "Permute",

@@ -27,7 +27,13 @@ from coursekit.checks import (
     record_measurement,
     remembered,
 )
-from coursekit.model_files import SAFE_LAYERS, read_model_file, rebuild_architecture, run_model_file
+from coursekit.model_files import (
+    NORMALISATION_AND_REGULARISATION,
+    SAFE_LAYERS,
+    read_model_file,
+    rebuild_architecture,
+    run_model_file,
+)
 
 # Layers left out of a model's structure, which keeps the layers that compute: Dense, convolutions,
 # pooling, merges. Left out are those that are off at inference (regularisation, augmentation),
@@ -48,18 +54,7 @@ IGNORED_IN_SIGNATURE = frozenset(
         "Flatten",
         "Rescaling",
         "Normalization",
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "UnitNormalization",
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "GaussianDropout",
-        "GaussianNoise",
-        "AlphaDropout",
-        "ActivityRegularization",
+        *NORMALISATION_AND_REGULARISATION,
     }
 ) | {kind for kind in SAFE_LAYERS if kind.startswith("Random")}
 
