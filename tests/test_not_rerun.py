@@ -19,6 +19,7 @@ from coursekit.class_worker import _run_quick_mode
 from coursekit.nbgrader_preprocessors import ClearOutputExceptNotRerun
 from coursekit.notebooks import is_not_rerun, not_rerun_note
 from coursekit.reference import solution_notebook
+from test_time_limits import texts
 
 
 def submitted(text):
@@ -40,10 +41,6 @@ def submitted_notebook():
             new_code_cell("print('untagged')", metadata={"tags": ["other"]}, outputs=submitted("stale untagged\n")),
         ]
     )
-
-
-def texts(cell):
-    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
 
 
 def test_class_grading_keeps_the_experiment_as_submitted_and_re_runs_the_rest(tmp_path):
