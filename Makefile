@@ -76,8 +76,9 @@ grade: data kernel
 
 # Seconds per submission and throughput with 1 and 2 workers, per lab, from an empty grader cache
 # (README.md, Grading a whole class): writes benchmark.json. Run it on an idle machine.
+# make benchmark BASELINE=<commit> measures that revision too, in the same run: before and after.
 benchmark: data kernel
-	$(PY) -m coursekit.benchmark --out benchmark.json
+	$(PY) -m coursekit.benchmark --out benchmark.json $(if $(BASELINE),--baseline $(BASELINE))
 
 # The retraining check's calibration: the grader's recipe on honest and non-learning architectures of
 # Labs 1 and 2 (README.md, Measured results); set the bars in course_config.py from its table.

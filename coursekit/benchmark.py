@@ -24,11 +24,18 @@ the seconds of each went (:func:`profile_rows`): the graders' process start and 
 fixture and check, the sandboxed kernel's start, the re-run cells, and nbgrader's own steps (its wall
 time less the graders' and the re-run's, measured in the class run).
 
+With ``--baseline REV`` it measures the kit at git revision ``REV`` too, in one run: a worktree of
+that revision is checked out in the scratch folder, and for each lab and worker count its own
+benchmark runs first (a child process whose imports, graders and notebooks all come from that
+revision), then this tree's. Each run is marked with its tree, and the table ends with the ratios of
+seconds per submission: README.md's before/after comes from one such run, on one machine.
+
 Examples::
 
     .venv/bin/python -m coursekit.benchmark                       # every lab with a reference, 1 and 2 workers
     .venv/bin/python -m coursekit.benchmark --labs lab1_dense --workers 1 --out lab1.json
     .venv/bin/python -m coursekit.benchmark --profile --out profile.json
+    .venv/bin/python -m coursekit.benchmark --profile --baseline e8552f3    # before and after a change
 """
 
 import argparse
@@ -38,6 +45,7 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,7 +173,8 @@ def profile_table(runs):
     lines = ["| Lab | Stage | Seconds |", "|---|---|---:|"]
     for run in runs:
         for stage, seconds in profile_rows(run):
-            lines.append(f"| {run['lab']} | {stage} | {'—' if seconds is None else f'{seconds:.1f}'} |")
+            lab = f"{run['lab']} ({run['tree']})" if "tree" in run else run["lab"]
+            lines.append(f"| {lab} | {stage} | {'—' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines)
 
 
@@ -178,12 +187,63 @@ def table(runs):
     for run in runs:
         seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
         lines.append(
-            f"| {run['lab']}, {run['workers']} worker{'s' if run['workers'] > 1 else ''} "
+            f"| {run['lab']}{' (' + run['tree'] + ')' if 'tree' in run else ''}, "
+            f"{run['workers']} worker{'s' if run['workers'] > 1 else ''} "
             f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
             f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
             f"| {run['machine_cpu_s']:.0f} CPU-s "
             f"| {run['throughput_per_min']:.2f} / min |"
         )
+    return "\n".join(lines)
+
+
+def checked_out(revision, scratch):
+    """A git worktree of this kit at ``revision`` inside ``scratch``, and the commit it resolved to."""
+    commit = _git("rev-parse", "--verify", f"{revision}^{{commit}}").strip()
+    folder = scratch / f"baseline-{commit[:12]}"
+    _git("worktree", "add", "--detach", str(folder), commit)
+    return folder, commit
+
+
+def remove_checkout(folder):
+    _git("worktree", "remove", "--force", str(folder))
+
+
+def _git(*args):
+    try:
+        done = subprocess.run(["git", "-C", str(course_config.ROOT), *args], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or error
+        raise SystemExit(f"--baseline needs this kit's git history: `git {' '.join(args)}` failed ({detail})") from None
+    return done.stdout
+
+
+def measure_checkout(folder, assignment, workers, students, profiling, scratch):
+    """The runs of the benchmark of the kit checked out in ``folder``, run there as a child process."""
+    out = Path(tempfile.mkdtemp(prefix="baseline-", dir=scratch)) / "runs.json"
+    command = [sys.executable, "-m", "coursekit.benchmark", "--labs", assignment, "--workers", str(workers)]
+    command += [*(["--students", *students] if students else []), *(["--profile"] if profiling else [])]
+    env = {key: value for key, value in os.environ.items() if key != "COURSEKIT_GRADER_CACHE"}
+    env["PYTHONPATH"] = str(folder)  # its course_config and coursekit, before this tree's installed ones
+    subprocess.run([*command, "--out", str(out)], cwd=folder, env=env, check=False)
+    if not out.is_file():
+        raise SystemExit(f"The baseline's benchmark wrote no results ({' '.join(command)} in {folder}).")
+    return json.loads(out.read_text(encoding="utf-8"))["runs"]
+
+
+def ratio_table(runs):
+    """Seconds per submission of the baseline over this tree's, per lab and worker count."""
+    lines = ["| Lab | Workers | Baseline s/submission | This tree s/submission | Speed-up |"]
+    lines.append("|---|---|---:|---:|---:|")
+    per = {}
+    for run in runs:
+        values = [value for value in run["seconds_per_submission"].values() if value is not None]
+        if values:
+            per[(run["lab"], run["workers"], run["tree"] == "this tree")] = sum(values) / len(values)
+    for (lab, workers, current), seconds in per.items():
+        before = per.get((lab, workers, False))
+        if current and before:
+            lines.append(f"| {lab} | {workers} | {before:.1f} | {seconds:.1f} | {before / seconds:.2f}× |")
     return "\n".join(lines)
 
 
@@ -207,6 +267,11 @@ def main(argv=None):
         action="store_true",
         help="grade one submission per lab (the reference) through class grading and nbgrader autograde, "
         "and report where its seconds went",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the kit at this git revision (a commit before a change), alternating with this tree",
     )
     args = parser.parse_args(argv)
 
@@ -232,25 +297,40 @@ def main(argv=None):
     out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory(prefix="coursekit-benchmark-") as scratch:
         scratch = Path(scratch)
-        for assignment in args.labs:
-            lab = course_config.lab_settings(assignment)
-            students = args.students or default_students(lab)
-            print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
-            if args.profile:
-                students = students[:1]
-            template = released_template(scratch / f"{assignment}-template", lab, students)
-            for workers in [1] if args.profile else args.workers:
-                print(f"{assignment}: grading with {workers} worker(s), empty grader cache ...", flush=True)
-                run = (
-                    profile(template, lab, students[0], scratch)
-                    if args.profile
-                    else measure(template, lab, workers, scratch)
-                )
-                run.pop("_course")
-                report["runs"].append(run)
-                print(f"  {json.dumps(run)}", flush=True)
-                out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # partial results survive
+        baseline = None
+        if args.baseline:
+            baseline, commit = checked_out(args.baseline, scratch)
+            report["baseline"] = {"revision": args.baseline, "commit": commit}
+            report["tree"] = _git("rev-parse", "HEAD").strip() + (" with changes" if _git("status", "--short") else "")
+        try:
+            for assignment in args.labs:
+                lab = course_config.lab_settings(assignment)
+                students = args.students or default_students(lab)
+                print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
+                if args.profile:
+                    students = students[:1]
+                template = released_template(scratch / f"{assignment}-template", lab, students)
+                for workers in [1] if args.profile else args.workers:
+                    if baseline is not None:
+                        print(f"{assignment}: the baseline {args.baseline}, {workers} worker(s) ...", flush=True)
+                        for run in measure_checkout(baseline, assignment, workers, students, args.profile, scratch):
+                            report["runs"].append({**run, "tree": f"baseline {args.baseline}"})
+                    print(f"{assignment}: grading with {workers} worker(s), empty grader cache ...", flush=True)
+                    run = (
+                        profile(template, lab, students[0], scratch)
+                        if args.profile
+                        else measure(template, lab, workers, scratch)
+                    )
+                    run.pop("_course")
+                    report["runs"].append({**run, "tree": "this tree"} if baseline is not None else run)
+                    print(f"  {json.dumps(run)}", flush=True)
+                    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # partial results survive
+        finally:
+            if baseline is not None:
+                remove_checkout(baseline)
     print("\n" + (profile_table if args.profile else table)(report["runs"]))
+    if baseline is not None:
+        print("\n" + ratio_table(report["runs"]))
     print(f"\nWritten to {out}")
     failed = any(run["failures"] for run in report["runs"])
     return 1 if failed else 0

@@ -275,3 +275,39 @@ def test_the_profile_table_lists_every_stage_biggest_first():
     assert names.index("  check `test_saved_model`") < names.index("  check `test_softmax`")
     assert "| lab1_dense |   cell 40 | 20.0 |" in profile_table([run])
     assert "| — |" in profile_table([{"lab": "lab2_cnn"}])  # a run that recorded nothing shows dashes, no error
+
+
+def test_before_and_after_in_one_run_gives_each_tree_its_row_and_the_speed_up():
+    from coursekit.benchmark import ratio_table, table
+
+    def run(tree, seconds):
+        return {
+            "lab": "lab1_dense",
+            "workers": 1,
+            "tree": tree,
+            "seconds_per_submission": {"a": seconds, "b": seconds + 10.0, "broken": None},
+            "load_before": [0.1],
+            "load_after": [1.0],
+            "wall_s": 3 * seconds,
+            "submissions": 2,
+            "machine_cpu_s": 4 * seconds,
+            "throughput_per_min": 1.0,
+        }
+
+    runs = [run("baseline 72c155b", 50.0), run("this tree", 20.0)]
+    ratios = ratio_table(runs)
+    assert "| lab1_dense | 1 | 55.0 | 25.0 | 2.20× |" in ratios
+    rows = table(runs)
+    assert "lab1_dense (baseline 72c155b), 1 worker" in rows and "lab1_dense (this tree), 1 worker" in rows
+    assert ratio_table([run("this tree", 20.0)]).count("\n") == 1  # no baseline measured: no ratio claimed
+
+
+def test_the_baseline_is_a_checkout_of_that_revision_and_goes_away_after(tmp_path):
+    from coursekit.benchmark import checked_out, remove_checkout
+
+    folder, commit = checked_out("HEAD", tmp_path)
+    assert (folder / "course_config.py").is_file() and len(commit) == 40
+    remove_checkout(folder)
+    assert not folder.exists()
+    with pytest.raises(SystemExit, match="git history"):
+        checked_out("no-such-revision", tmp_path)
