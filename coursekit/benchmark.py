@@ -89,7 +89,50 @@ def default_students(lab):
     return [submission.student for submission in SUBMISSIONS_BY_LAB[lab.assignment][:2]]
 
 
-def measure(template, lab, workers, scratch):
+def checks_failed(course_root, assignment, students):
+    """Per student, the grade ids whose hidden check failed, or why the submission was not graded."""
+    from coursekit.class_results import ResultStore
+
+    store, failed = ResultStore.for_course(course_root), {}
+    for student in students:
+        result = store.load(assignment, student)
+        if result is None or result.problem or result.report.problem or result.report.unfinished:
+            failed[student] = "not graded: " + (
+                (result.problem or result.report.problem or result.report.unfinished) if result else "no result"
+            )
+        else:
+            failed[student] = sorted(grade_id for grade_id, check in result.report.checks.items() if not check.passed)
+    return failed
+
+
+def with_checks(measure_run):
+    """``measure_run`` whose run also records :func:`checks_failed`: a fast grading is worth something only
+    if it gave the right grades. Applied to a baseline's own ``measure`` too (:data:`BASELINE_RUNNER`)."""
+
+    def measured(template, lab, workers, scratch, *rest):
+        run = measure_run(template, lab, workers, scratch, *rest)
+        try:
+            run["checks_failed"] = checks_failed(run["_course"], lab.assignment, run["seconds_per_submission"])
+        except Exception as error:  # a baseline whose results this tree cannot read: unverified, not wrong
+            run["checks_failed"] = None
+            run["checks_failed_unread"] = f"{type(error).__name__}: {error}"
+        return run
+
+    return measured
+
+
+def scored_as_expected(run):
+    """True when every submission of the run lost points on exactly the checks its demo submission
+    should fail (``coursekit.submissions``), False when not, None when the run did not record them."""
+    from coursekit.submissions import SUBMISSIONS_BY_LAB
+
+    if run.get("checks_failed") is None:
+        return None
+    expected = {submission.student: sorted(submission.fails) for submission in SUBMISSIONS_BY_LAB[run["lab"]]}
+    return all(expected.get(student) == failed for student, failed in run["checks_failed"].items())
+
+
+def _measure(template, lab, workers, scratch):
     """One run: grade the template's submissions with ``workers`` local workers from an empty grader cache."""
     from coursekit.class_results import ResultStore
     from coursekit.classgrading import grade_class
@@ -124,6 +167,9 @@ def measure(template, lab, workers, scratch):
         "failures": {f"{a}/{s}": why for (a, s), why in summary.failures.items()},
         "_course": str(root),  # the temporary course, where profile() reads the stored result; not written out
     }
+
+
+measure = with_checks(_measure)
 
 
 def profile(template, lab, student, scratch):
@@ -178,11 +224,15 @@ def profile_table(runs):
     return "\n".join(lines)
 
 
+EXPECTED_WORDS = {True: "yes", False: "**NO**", None: "not recorded"}
+
+
 def table(runs):
     """README.md's table: one line per run."""
     lines = [
-        "| Run | Load (1 min, before → after) | Per submission | Wall | CPU, whole machine | Throughput |",
-        "|---|---|---|---|---|---|",
+        "| Run | Load (1 min, before → after) | Per submission | Wall | CPU, whole machine | Throughput "
+        "| Scored as expected |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
@@ -192,15 +242,23 @@ def table(runs):
             f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
             f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
             f"| {run['machine_cpu_s']:.0f} CPU-s "
-            f"| {run['throughput_per_min']:.2f} / min |"
+            f"| {run['throughput_per_min']:.2f} / min "
+            f"| {EXPECTED_WORDS[scored_as_expected(run)]} |"
         )
     return "\n".join(lines)
 
 
 def checked_out(revision, scratch):
-    """A git worktree of this kit at ``revision`` inside ``scratch``, and the commit it resolved to."""
+    """A git worktree of this kit at ``revision`` inside ``scratch``, and the commit it resolved to.
+
+    Beside it, ``shared`` links to this kit's own neighbour (``course_config.ROOT.parent / "shared"``,
+    where the VGG16 weights are), so the baseline finds what this tree finds outside the repository."""
     commit = _git("rev-parse", "--verify", f"{revision}^{{commit}}").strip()
-    folder = scratch / f"baseline-{commit[:12]}"
+    folder = scratch / f"baseline-{commit[:12]}" / course_config.ROOT.name
+    folder.parent.mkdir(parents=True)
+    shared = course_config.ROOT.parent / "shared"
+    if shared.exists():
+        (folder.parent / "shared").symlink_to(shared.resolve(), target_is_directory=True)
     _git("worktree", "add", "--detach", str(folder), commit)
     return folder, commit
 
@@ -218,10 +276,23 @@ def _git(*args):
     return done.stdout
 
 
+# The baseline's own benchmark, its ``measure`` wrapped by this file's :func:`with_checks` (loaded by path, so
+# that everything it imports is the baseline's): argv is this file, then the benchmark's arguments.
+BASELINE_RUNNER = """
+import runpy, sys
+import coursekit.benchmark as baseline
+try:
+    baseline.measure = runpy.run_path(sys.argv[1])["with_checks"](baseline.measure)
+except Exception as error:
+    print(f"The baseline's grades are not recorded ({type(error).__name__}: {error}).", file=sys.stderr)
+sys.exit(baseline.main(sys.argv[2:]))
+"""
+
+
 def measure_checkout(folder, assignment, workers, students, profiling, scratch):
     """The runs of the benchmark of the kit checked out in ``folder``, run there as a child process."""
     out = Path(tempfile.mkdtemp(prefix="baseline-", dir=scratch)) / "runs.json"
-    command = [sys.executable, "-m", "coursekit.benchmark", "--labs", assignment, "--workers", str(workers)]
+    command = [sys.executable, "-c", BASELINE_RUNNER, __file__, "--labs", assignment, "--workers", str(workers)]
     command += [*(["--students", *students] if students else []), *(["--profile"] if profiling else [])]
     env = {key: value for key, value in os.environ.items() if key != "COURSEKIT_GRADER_CACHE"}
     env["PYTHONPATH"] = str(folder)  # its course_config and coursekit, before this tree's installed ones
@@ -232,18 +303,21 @@ def measure_checkout(folder, assignment, workers, students, profiling, scratch):
 
 
 def ratio_table(runs):
-    """Seconds per submission of the baseline over this tree's, per lab and worker count."""
+    """Seconds per submission of the baseline over this tree's, per lab and worker count; no speed-up is
+    claimed where either tree did not score its submissions as expected (a broken grading is fast)."""
     lines = ["| Lab | Workers | Baseline s/submission | This tree s/submission | Speed-up |"]
     lines.append("|---|---|---:|---:|---:|")
     per = {}
     for run in runs:
         values = [value for value in run["seconds_per_submission"].values() if value is not None]
         if values:
-            per[(run["lab"], run["workers"], run["tree"] == "this tree")] = sum(values) / len(values)
-    for (lab, workers, current), seconds in per.items():
+            per[(run["lab"], run["workers"], run["tree"] == "this tree")] = (sum(values) / len(values), run)
+    for (lab, workers, current), (seconds, run) in per.items():
         before = per.get((lab, workers, False))
         if current and before:
-            lines.append(f"| {lab} | {workers} | {before:.1f} | {seconds:.1f} | {before / seconds:.2f}× |")
+            trusted = scored_as_expected(run) is True and scored_as_expected(before[1]) is True
+            ratio = f"{before[0] / seconds:.2f}×" if trusted else "none claimed: not scored as expected"
+            lines.append(f"| {lab} | {workers} | {before[0]:.1f} | {seconds:.1f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -332,7 +406,9 @@ def main(argv=None):
     if baseline is not None:
         print("\n" + ratio_table(report["runs"]))
     print(f"\nWritten to {out}")
-    failed = any(run["failures"] for run in report["runs"])
+    failed = any(run["failures"] or scored_as_expected(run) is False for run in report["runs"])
+    if failed:
+        print("Some submission was not graded, or not scored as expected: see failures and checks_failed.")
     return 1 if failed else 0
 
 

@@ -278,14 +278,19 @@ def test_the_profile_table_lists_every_stage_biggest_first():
 
 
 def test_before_and_after_in_one_run_gives_each_tree_its_row_and_the_speed_up():
-    from coursekit.benchmark import ratio_table, table
+    from coursekit.benchmark import ratio_table, scored_as_expected, table
+    from coursekit.submissions import SUBMISSIONS_BY_LAB
 
-    def run(tree, seconds):
+    reference, variant = SUBMISSIONS_BY_LAB["lab1_dense"][:2]
+    right = {reference.student: sorted(reference.fails), variant.student: sorted(variant.fails)}
+
+    def run(tree, seconds, checks_failed=right):
         return {
             "lab": "lab1_dense",
             "workers": 1,
             "tree": tree,
-            "seconds_per_submission": {"a": seconds, "b": seconds + 10.0, "broken": None},
+            "seconds_per_submission": {reference.student: seconds, variant.student: seconds + 10.0},
+            "checks_failed": checks_failed,
             "load_before": [0.1],
             "load_after": [1.0],
             "wall_s": 3 * seconds,
@@ -295,11 +300,20 @@ def test_before_and_after_in_one_run_gives_each_tree_its_row_and_the_speed_up():
         }
 
     runs = [run("baseline 72c155b", 50.0), run("this tree", 20.0)]
-    ratios = ratio_table(runs)
-    assert "| lab1_dense | 1 | 55.0 | 25.0 | 2.20× |" in ratios
+    assert "| lab1_dense | 1 | 55.0 | 25.0 | 2.20× |" in ratio_table(runs)
     rows = table(runs)
     assert "lab1_dense (baseline 72c155b), 1 worker" in rows and "lab1_dense (this tree), 1 worker" in rows
+    assert rows.count("| yes |") == 2
     assert ratio_table([run("this tree", 20.0)]).count("\n") == 1  # no baseline measured: no ratio claimed
+
+    # A baseline whose graders failed every submission quickly (say, it could not find the VGG16 weights):
+    # fast, and wrong; no speed-up is claimed from it, and the table says so.
+    broken = {reference.student: "not graded: no result", variant.student: ["test_saved_model"]}
+    runs[0] = run("baseline 72c155b", 5.0, broken)
+    assert scored_as_expected(runs[0]) is False and "**NO**" in table(runs)
+    assert "none claimed: not scored as expected" in ratio_table(runs)
+    runs[0] = run("baseline 72c155b", 5.0, None)  # a run that recorded no checks: unverified, no ratio
+    assert scored_as_expected(runs[0]) is None and "none claimed" in ratio_table(runs)
 
 
 def test_the_baseline_is_a_checkout_of_that_revision_and_goes_away_after(tmp_path):
@@ -307,6 +321,7 @@ def test_the_baseline_is_a_checkout_of_that_revision_and_goes_away_after(tmp_pat
 
     folder, commit = checked_out("HEAD", tmp_path)
     assert (folder / "course_config.py").is_file() and len(commit) == 40
+    assert (folder.parent / "shared").resolve() == (course_config.ROOT.parent / "shared").resolve()
     remove_checkout(folder)
     assert not folder.exists()
     with pytest.raises(SystemExit, match="git history"):
