@@ -248,14 +248,17 @@ def table(runs):
     return "\n".join(lines)
 
 
-def checked_out(revision, scratch):
-    """A git worktree of this kit at ``revision`` inside ``scratch``, and the commit it resolved to.
+def checked_out(revision, parent):
+    """A git worktree of this kit at ``revision`` inside ``parent``, and the commit it resolved to.
 
-    Beside it, ``shared`` links to this kit's own neighbour (``course_config.ROOT.parent / "shared"``,
+    ``parent`` must be a folder the sandbox's user can cross (not one inside a private temporary
+    folder): that user reads the baseline's child scripts there, as it reads this tree's. Beside the
+    worktree, ``shared`` links to this kit's own neighbour (``course_config.ROOT.parent / "shared"``,
     where the VGG16 weights are), so the baseline finds what this tree finds outside the repository."""
     commit = _git("rev-parse", "--verify", f"{revision}^{{commit}}").strip()
-    folder = scratch / f"baseline-{commit[:12]}" / course_config.ROOT.name
+    folder = Path(parent) / f"baseline-{commit[:12]}" / course_config.ROOT.name
     folder.parent.mkdir(parents=True)
+    os.chmod(folder.parent, 0o755)
     shared = course_config.ROOT.parent / "shared"
     if shared.exists():
         (folder.parent / "shared").symlink_to(shared.resolve(), target_is_directory=True)
@@ -373,7 +376,9 @@ def main(argv=None):
         scratch = Path(scratch)
         baseline = None
         if args.baseline:
-            baseline, commit = checked_out(args.baseline, scratch)
+            crossable = Path(tempfile.mkdtemp(prefix="coursekit-baseline-"))
+            os.chmod(crossable, 0o755)
+            baseline, commit = checked_out(args.baseline, crossable)
             report["baseline"] = {"revision": args.baseline, "commit": commit}
             report["tree"] = _git("rev-parse", "HEAD").strip() + (" with changes" if _git("status", "--short") else "")
         try:
@@ -402,6 +407,7 @@ def main(argv=None):
         finally:
             if baseline is not None:
                 remove_checkout(baseline)
+                shutil.rmtree(crossable, ignore_errors=True)
     print("\n" + (profile_table if args.profile else table)(report["runs"]))
     if baseline is not None:
         print("\n" + ratio_table(report["runs"]))
