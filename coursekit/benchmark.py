@@ -25,10 +25,11 @@ fixture and check, the sandboxed kernel's start, the re-run cells, and nbgrader'
 time less the graders' and the re-run's, measured in the class run).
 
 With ``--baseline REV`` it measures the kit at git revision ``REV`` too, in one run: a worktree of
-that revision is checked out in the scratch folder, and for each lab and worker count its own
-benchmark runs first (a child process whose imports, graders and notebooks all come from that
-revision), then this tree's. Each run is marked with its tree, and the table ends with the ratios of
-seconds per submission: README.md's before/after comes from one such run, on one machine.
+that revision is checked out in a temporary folder the sandbox's user can cross, and for each lab
+and worker count its own benchmark runs first (a child process whose imports, graders and notebooks
+all come from that revision), then this tree's. Each run is marked with its tree and with whether
+every submission was scored as expected, and the table ends with the ratios of seconds per
+submission: README.md's before/after comes from one such run, on one machine.
 
 Examples::
 
@@ -96,10 +97,9 @@ def checks_failed(course_root, assignment, students):
     store, failed = ResultStore.for_course(course_root), {}
     for student in students:
         result = store.load(assignment, student)
-        if result is None or result.problem or result.report.problem or result.report.unfinished:
-            failed[student] = "not graded: " + (
-                (result.problem or result.report.problem or result.report.unfinished) if result else "no result"
-            )
+        why = (result.problem or result.report.problem or result.report.unfinished) if result else "no result"
+        if why:
+            failed[student] = f"not graded: {why}"
         else:
             failed[student] = sorted(grade_id for grade_id, check in result.report.checks.items() if not check.passed)
     return failed
@@ -215,12 +215,16 @@ def profile_rows(run):
     return rows
 
 
+def _run_name(run):
+    """The lab, and the tree when a run with ``--baseline`` measured two."""
+    return f"{run['lab']} ({run['tree']})" if "tree" in run else run["lab"]
+
+
 def profile_table(runs):
     lines = ["| Lab | Stage | Seconds |", "|---|---|---:|"]
     for run in runs:
         for stage, seconds in profile_rows(run):
-            lab = f"{run['lab']} ({run['tree']})" if "tree" in run else run["lab"]
-            lines.append(f"| {lab} | {stage} | {'—' if seconds is None else f'{seconds:.1f}'} |")
+            lines.append(f"| {_run_name(run)} | {stage} | {'—' if seconds is None else f'{seconds:.1f}'} |")
     return "\n".join(lines)
 
 
@@ -237,7 +241,7 @@ def table(runs):
     for run in runs:
         seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
         lines.append(
-            f"| {run['lab']}{' (' + run['tree'] + ')' if 'tree' in run else ''}, "
+            f"| {_run_name(run)}, "
             f"{run['workers']} worker{'s' if run['workers'] > 1 else ''} "
             f"| {run['load_before'][0]:.1f} → {run['load_after'][0]:.1f} | {seconds} "
             f"| {run['wall_s']:.0f} s ({run['submissions']} submissions) "
