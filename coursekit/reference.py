@@ -11,6 +11,10 @@ cleared) with nbclient, then writes into ``reference_solution/<lab>/``:
   Keras backend and versions, and the grader's brief retraining of the reference
   architecture (which the retraining bar in course_config.py is derived from).
 
+When a run of changed source code replaces ``results.json``, the one it replaces is kept
+in ``earlier/`` (:func:`keep_earlier_results`): later labs quote a lab's reference numbers
+in their own code, and they keep quoting that recorded run until they are run again.
+
 Every seed is recorded as soon as it finishes, and an interrupted run resumes
 (:func:`run_reference`).
 """
@@ -215,6 +219,27 @@ def _committed_seed(results, seed, digest):
     return {**row, "grader_retraining": results.get("grader_retraining")} if kept else dict(row)
 
 
+def keep_earlier_results(lab_dir, digest):
+    """Keep ``results.json`` in ``lab_dir/earlier/results-<date it finished>.json`` when no run in it ran the
+    source code of ``digest``: a run of changed code is about to replace it. Returns the kept copy's path, or None.
+    """
+    results = _committed_results(lab_dir)
+    if not results.get("runs") or any(run.get("source_digest") == digest for run in results["runs"]):
+        return None
+    kept = lab_dir / "earlier" / f"results-{str(results.get('finished', 'undated'))[:10]}.json"
+    kept.parent.mkdir(exist_ok=True)
+    if not kept.exists():
+        shutil.copyfile(lab_dir / "results.json", kept)
+    return kept
+
+
+def earlier_results(lab_dir):
+    """The results a lab's reference had before its current one (see :func:`keep_earlier_results`), oldest first."""
+    return [
+        json.loads(path.read_text(encoding="utf-8")) for path in sorted((lab_dir / "earlier").glob("results-*.json"))
+    ]
+
+
 def _write_results(lab_dir, settings, planned, runs, retraining):
     import keras
 
@@ -269,6 +294,7 @@ def run_reference(settings, seeds, planned=None):
     runs_dir = lab_dir / "runs"
     notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
     digest = source_digest(notebook)
+    keep_earlier_results(lab_dir, digest)
     runs, committed_results = [], _committed_results(lab_dir)
     # Every planned seed in order, so a run of some of them (--seeds 44) keeps the others already recorded from
     # this source, and the kept seed (notebook, model, retraining) stays the first planned one.

@@ -105,8 +105,15 @@ def test_a_changed_source_notebook_runs_every_seed_again(toy_course):
     folder = root / "reference_solution" / TOY.assignment / "runs" / "seed-1"
     folder.mkdir(parents=True)
     (folder / "record.json").write_text(json.dumps({"seed": 1, "source_digest": before, "test_accuracy": 0.5}))
+    lab_dir = root / "reference_solution" / TOY.assignment
+    replaced = json.loads((lab_dir / "results.json").read_text())
     results = reference.run_reference(TOY, seeds=(1,))
     assert (root / "runs.log").read_text() == "1\n" and results["runs"][0]["test_accuracy"] == 0.91
+    # The results it replaced are kept (other labs may quote them), once: a rerun of the new code adds nothing.
+    assert reference.earlier_results(lab_dir) == [replaced]
+    assert [path.name for path in (lab_dir / "earlier").iterdir()] == [f"results-{replaced['finished'][:10]}.json"]
+    reference.run_reference(TOY, seeds=(1,))
+    assert reference.earlier_results(lab_dir) == [replaced]
 
 
 def test_the_reference_notebook_takes_new_text_but_never_new_code(toy_course):
