@@ -24,6 +24,11 @@ the seconds of each went (:func:`profile_rows`): the graders' process start and 
 fixture and check, the sandboxed kernel's start, the re-run cells, and nbgrader's own steps (its wall
 time less the graders' and the re-run's, measured in the class run).
 
+With ``--class-size N`` it grades a class of ``N`` Lab 1 submissions instead (:func:`class_submissions`):
+copies of the reference, each with its own architecture (another width of the last hidden layer) and its
+own model file, so that no score is reused from another student's, as in a real class where everyone
+trained their own network.
+
 With ``--baseline REV`` it measures the kit at git revision ``REV`` too, in one run: a worktree of
 that revision is checked out in a temporary folder the sandbox's user can cross, and for each lab
 and worker count its own benchmark runs first (a child process whose imports, graders and notebooks
@@ -37,6 +42,7 @@ Examples::
     .venv/bin/python -m coursekit.benchmark --labs lab1_dense --workers 1 --out lab1.json
     .venv/bin/python -m coursekit.benchmark --profile --out profile.json
     .venv/bin/python -m coursekit.benchmark --profile --baseline e8552f3    # before and after a change
+    .venv/bin/python -m coursekit.benchmark --labs lab1_dense --class-size 100 --workers 2
 """
 
 import argparse
@@ -46,6 +52,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,8 +76,9 @@ def _machine_cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def released_template(root, lab, students):
-    """A released course in ``root`` with ``students`` (demo submission ids) submitted for ``lab``."""
+def released_template(root, lab, students, class_size=None):
+    """A released course in ``root`` with ``students`` (demo submission ids) submitted for ``lab``, or with
+    a class of ``class_size`` submissions (:func:`class_submissions`)."""
     from coursekit import course
     from coursekit.demo import submit_demo_students
     from coursekit.submissions import SUBMISSIONS_BY_LAB
@@ -79,8 +87,62 @@ def released_template(root, lab, students):
     shutil.copy(course_config.ROOT / "nbgrader_config.py", root)
     course.generate_release(root, [lab.assignment])
     by_id = {submission.student: submission for submission in SUBMISSIONS_BY_LAB[lab.assignment]}
-    submit_demo_students(root, [by_id[student] for student in students], lab)
+    submissions = class_submissions(lab, class_size) if class_size else [by_id[student] for student in students]
+    submit_demo_students(root, submissions, lab)
     return root
+
+
+CLASS_STUDENT = "class_{:03d}"
+CLASS_LAST_HIDDEN_UNITS = 128  # the first copy's last hidden layer; copy k has 128 + k units
+
+
+def class_submissions(lab, size):
+    """``size`` honest Lab 1 submissions that share nothing a grader could reuse.
+
+    Copy ``k`` is the reference submission with ``build_dense_model``'s last hidden layer of
+    ``CLASS_LAST_HIDDEN_UNITS + k`` units (so its retraining is its own) and the reference model file
+    saved at another moment (its ``metadata.json`` differs, so the saved-model score is its own too).
+    Every copy should pass every check."""
+    from coursekit.submissions import DemoSubmission, reference_files
+
+    if lab.assignment != course_config.LAB1.assignment:
+        raise SystemExit(f"--class-size is for {course_config.LAB1.assignment}: its copies vary build_dense_model")
+    model_path = reference_files(lab)[1]
+
+    def edit(units):
+        def with_units(notebook):
+            default = "hidden_units=(1024, 512, 256)"
+            cells = [cell for cell in notebook["cells"] if "def build_dense_model(" in "".join(cell["source"])]
+            if len(cells) != 1 or default not in "".join(cells[0]["source"]):
+                raise SystemExit(f"--class-size: the reference's build_dense_model no longer has {default}")
+            cells[0]["source"] = "".join(cells[0]["source"]).replace(default, f"hidden_units=(1024, 512, {units})")
+
+        return with_units
+
+    def model(index):
+        return lambda path: copy_with_metadata(model_path, path, {"date_saved": f"class copy {index}"})
+
+    return [
+        DemoSubmission(
+            CLASS_STUDENT.format(index),
+            f"the reference, last hidden layer {CLASS_LAST_HIDDEN_UNITS + index} units, its own model file",
+            edit=edit(CLASS_LAST_HIDDEN_UNITS + index),
+            make_model=model(index),
+        )
+        for index in range(size)
+    ]
+
+
+def copy_with_metadata(source, target, changes):
+    """Copy the .keras file ``source`` to ``target`` with ``changes`` made to its ``metadata.json``."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as copy:
+        for member in original.infolist():
+            data = original.read(member)
+            if member.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), **changes}).encode("utf-8")
+            copy.writestr(member, data)
 
 
 def default_students(lab):
@@ -129,7 +191,13 @@ def scored_as_expected(run):
     if run.get("checks_failed") is None:
         return None
     expected = {submission.student: sorted(submission.fails) for submission in SUBMISSIONS_BY_LAB[run["lab"]]}
+    expected.update({student: [] for student in run["checks_failed"] if _is_class_student(student)})
     return all(expected.get(student) == failed for student, failed in run["checks_failed"].items())
+
+
+def _is_class_student(student):
+    prefix = CLASS_STUDENT.split("{")[0]
+    return student.startswith(prefix) and student[len(prefix) :].isdigit()
 
 
 def _measure(template, lab, workers, scratch):
@@ -239,7 +307,12 @@ def table(runs):
         "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        seconds = ", ".join(f"{value:.0f} s" for value in run["seconds_per_submission"].values() if value is not None)
+        values = [value for value in run["seconds_per_submission"].values() if value is not None]
+        seconds = (
+            ", ".join(f"{value:.0f} s" for value in values)
+            if len(values) <= 4
+            else f"{min(values):.0f}–{max(values):.0f} s, median {statistics.median(values):.0f} s"
+        )
         lines.append(
             f"| {_run_name(run)}, "
             f"{run['workers']} worker{'s' if run['workers'] > 1 else ''} "
@@ -342,6 +415,12 @@ def main(argv=None):
     )
     parser.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="worker counts (default: 1 2)")
     parser.add_argument("--students", nargs="*", help="demo submission ids (default: the first two of each lab)")
+    parser.add_argument(
+        "--class-size",
+        type=int,
+        metavar="N",
+        help=f"grade a class of N {course_config.LAB1.assignment} submissions that share no score (class_submissions)",
+    )
     parser.add_argument("--out", default="benchmark.json", help="JSON file to write (default: benchmark.json)")
     parser.add_argument(
         "--profile",
@@ -355,6 +434,8 @@ def main(argv=None):
         help="also measure the kit at this git revision (a commit before a change), alternating with this tree",
     )
     args = parser.parse_args(argv)
+    if args.class_size and (args.profile or args.baseline or args.students):
+        parser.error("--class-size grades its own class: leave out --profile, --baseline and --students")
 
     load = _load()
     if load[0] > 0.5:
@@ -389,10 +470,13 @@ def main(argv=None):
             for assignment in args.labs:
                 lab = course_config.lab_settings(assignment)
                 students = args.students or default_students(lab)
-                print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
+                if args.class_size:
+                    print(f"{assignment}: a released course with a class of {args.class_size}", flush=True)
+                else:
+                    print(f"{assignment}: a released course with {', '.join(students)}", flush=True)
                 if args.profile:
                     students = students[:1]
-                template = released_template(scratch / f"{assignment}-template", lab, students)
+                template = released_template(scratch / f"{assignment}-template", lab, students, args.class_size)
                 for workers in [1] if args.profile else args.workers:
                     if baseline is not None:
                         print(f"{assignment}: the baseline {args.baseline}, {workers} worker(s) ...", flush=True)

@@ -326,3 +326,38 @@ def test_the_baseline_is_a_checkout_of_that_revision_and_goes_away_after(tmp_pat
     assert not folder.exists()
     with pytest.raises(SystemExit, match="git history"):
         checked_out("no-such-revision", tmp_path)
+
+
+def test_a_benchmark_class_shares_no_score_and_is_expected_to_pass(tmp_path):
+    """--class-size: every copy has its own architecture and its own model file, so no grader score is reused."""
+    import hashlib
+    import zipfile
+
+    from coursekit.benchmark import class_submissions, scored_as_expected
+    from coursekit.model_files import read_model_file
+    from coursekit.submissions import write_submission
+
+    submissions = class_submissions(course_config.LAB1, 3)
+    assert [submission.student for submission in submissions] == ["class_000", "class_001", "class_002"]
+    builds, digests = [], set()
+    for submission in submissions:
+        notebook_path = write_submission(submission, tmp_path / submission.student, course_config.LAB1)
+        notebook = nbformat.read(notebook_path, as_version=4)
+        builds.append(next(cell.source for cell in notebook.cells if "def build_dense_model(" in cell.source))
+        model_path = tmp_path / submission.student / course_config.LAB1.model_file
+        read_model_file(model_path)  # the grader's reader accepts it
+        digests.add(hashlib.sha256(model_path.read_bytes()).hexdigest())
+        with zipfile.ZipFile(model_path) as archive:
+            assert json.loads(archive.read("metadata.json"))["date_saved"] == f"class copy {submission.student[-1]}"
+    assert [f"hidden_units=(1024, 512, {units})" in build for units, build in zip((128, 129, 130), builds)] == [
+        True
+    ] * 3
+    assert len(digests) == 3
+
+    run = {"lab": "lab1_dense", "checks_failed": {"class_000": [], "class_001": []}}
+    assert scored_as_expected(run) is True
+    run["checks_failed"]["class_001"] = ["test_retraining"]
+    assert scored_as_expected(run) is False
+
+    with pytest.raises(SystemExit, match="lab1_dense"):
+        class_submissions(course_config.LAB2, 2)
