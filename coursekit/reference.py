@@ -219,11 +219,11 @@ def _committed_seed(results, seed, digest):
     return {**row, "grader_retraining": results.get("grader_retraining")} if kept else dict(row)
 
 
-def keep_earlier_results(lab_dir, digest):
-    """Keep ``results.json`` in ``lab_dir/earlier/results-<date it finished>.json`` when no run in it ran the
-    source code of ``digest``: a run of changed code is about to replace it. Returns the kept copy's path, or None.
+def keep_earlier_results(lab_dir, results, digest):
+    """Keep ``results`` (``lab_dir``'s results.json, as read) in ``lab_dir/earlier/results-<date it finished>.json``
+    when no run in it ran the source code of ``digest``: a run of changed code is about to replace it. Returns the
+    kept copy's path, or None.
     """
-    results = _committed_results(lab_dir)
     if not results.get("runs") or any(run.get("source_digest") == digest for run in results["runs"]):
         return None
     kept = lab_dir / "earlier" / f"results-{str(results.get('finished', 'undated'))[:10]}.json"
@@ -294,8 +294,8 @@ def run_reference(settings, seeds, planned=None):
     runs_dir = lab_dir / "runs"
     notebook = solution_notebook(course_config.SOURCE_DIR / settings.assignment / settings.notebook)
     digest = source_digest(notebook)
-    keep_earlier_results(lab_dir, digest)
     runs, committed_results = [], _committed_results(lab_dir)
+    keep_earlier_results(lab_dir, committed_results, digest)
     # Every planned seed in order, so a run of some of them (--seeds 44) keeps the others already recorded from
     # this source, and the kept seed (notebook, model, retraining) stays the first planned one.
     order = sorted({*(planned or seeds), *seeds})
