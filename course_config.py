@@ -57,6 +57,9 @@ SANDBOX_TIMEOUT_S = 120  # the child process that runs a student's functions, in
 SANDBOX_CALL_TIMEOUT_S = 30  # one call of one student function
 SANDBOX_MEMORY_MB = 8192  # address-space limit of that child (TensorFlow reserves much virtual memory)
 GRADER_TIMEOUT_S = 300  # one run of the hidden graders on one notebook
+# Each run of the graders is forked from a process that has imported Keras once (coursekit.warm_graders), which
+# saves about 5 CPU-seconds per grading; False: a fresh `python -m pytest` process per grading. Linux only.
+WARM_GRADERS = True
 NOTEBOOK_CELL_TIMEOUT_S = 120  # nbgrader's re-execution of one cell (nbgrader's default is 30 s)
 # Code cells with this tag (a lab's optional experiments) are not re-run when a notebook is graded: the
 # autograded notebook and the feedback keep the outputs the student submitted, with a note. They decide

@@ -14,6 +14,7 @@ Modules, one concern each:
 - ``vgg16``: VGG16 as Lab 3's graders see it (the ImageNet base from the local file, its features).
 - ``pytest_plugin``: turns the hidden pytest graders into a per-check report.
 - ``grading``: grades one notebook by running the hidden graders in a subprocess.
+- ``warm_graders`` (with ``_warm_graders_child``): that subprocess, forked from a process that imported Keras once.
 - ``nbgrader_preprocessors``: the kit's nbgrader steps (sanitizing, the graders' verdicts into
   nbgrader's autograde so the gradebook has them, safe pages); ``nbgrader_plugin`` is its old name.
 - ``course``: the instructor's nbgrader flow (release, autograde, feedback, export), step by step.

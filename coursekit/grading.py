@@ -1,16 +1,13 @@
 """Grade one submitted notebook with the hidden graders.
 
 The graders (``grader_tests/test_<assignment>.py``) run in their own pytest
-process, never in the student's kernel; they in turn run the student's functions
-in a sandbox. The result is one :class:`CheckResult` per nbgrader grade id.
+process (forked from a warm one that has imported Keras, :mod:`coursekit.warm_graders`), never in
+the student's kernel; they in turn run the student's functions in a sandbox. The result is one
+:class:`CheckResult` per nbgrader grade id.
 """
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,6 +15,7 @@ from pathlib import Path
 
 import course_config
 from coursekit.isolation import close_course, find_course_roots, isolation
+from coursekit.warm_graders import run_pytest
 
 
 @dataclass
@@ -95,10 +93,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         return GradingReport({}, f"there are no hidden graders for '{assignment}' ({tests} is missing)")
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as scratch:
         report_path = Path(scratch) / "report.json"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
+        argv = [
             str(tests),
             "--notebook",
             str(Path(notebook).resolve()),
@@ -115,19 +110,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
         ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
         started = time.time()
-        process = subprocess.Popen(
-            command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        timed_out = False
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out, output = True, b""
-        finally:  # also on Ctrl-C or any other exception: nothing of the graders' process group survives
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            process.stdout.close()
+        timed_out, output = run_pytest(argv, scratch, env, timeout, Path(scratch) / "graders.log")
         if timed_out:  # the checks finished before the limit keep their result; the others fail, saying why
             data = _read_report(report_path)
             checks = {

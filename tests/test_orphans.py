@@ -107,3 +107,25 @@ def test_a_sandbox_child_dies_with_the_process_that_started_it(tmp_path):
 def test_the_re_run_kernel_dies_with_the_process_that_started_it(tmp_path):
     tree, left = start_and_kill(KERNEL, tmp_path)
     assert left == [], f"still running after their parent was killed: {tree}"
+
+
+WARM_GRADING = """
+import os, sys, threading, time
+from pathlib import Path
+from coursekit import warm_graders
+folder = Path(sys.argv[1])
+(folder / "test_sleep.py").write_text("import time\\n\\ndef test_sleep():\\n    time.sleep(600)\\n")
+arguments = ["-q", "-p", "no:cacheprovider", str(folder / "test_sleep.py")]
+grading = (arguments, str(folder), dict(os.environ), 600, str(folder / "log"))
+threading.Thread(target=warm_graders.run_pytest, args=grading, daemon=True).start()
+while warm_graders._WARM.pid() is None:
+    time.sleep(0.1)
+print(warm_graders._WARM.pid(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm graders fork: Linux only")
+def test_the_warm_graders_and_their_grading_die_with_the_process_that_started_them(tmp_path):
+    tree, left = start_and_kill(WARM_GRADING, tmp_path)
+    assert left == [], f"still running after their parent was killed: {tree}"
