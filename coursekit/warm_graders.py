@@ -109,14 +109,19 @@ class _WarmProcess:
         if not isinstance(pid, int) or pid <= 0:
             self.stop()
             raise WarmProcessError("no grading process")
-        timed_out = False
+        timed_out, answered = False, False
         try:
             try:
                 self._receive(max(timeout - (time.monotonic() - started), 0.1))
             except TimeoutError:
                 timed_out = True
-        finally:  # as for a fresh process: the grading's process group never survives it
+            answered = True
+        finally:  # as for a fresh process: the grading's process group never survives it (Ctrl-C included)
             _kill_group(pid)
+            if not answered:  # stopped from outside (Ctrl-C, an error): let the warm process reap it, then end it
+                with contextlib.suppress(TimeoutError, WarmProcessError):
+                    self._next_message(10)
+                self.stop()  # its status would otherwise arrive out of step with the next grading
         if timed_out:
             try:
                 self._receive(30)  # the killed grading's status
@@ -157,6 +162,9 @@ class _WarmProcess:
 
     def _receive(self, timeout):
         """The warm process's next message; TimeoutError after ``timeout`` seconds, WarmProcessError when it ended."""
+        return self._next_message(timeout)
+
+    def _next_message(self, timeout):
         deadline = time.monotonic() + timeout
         stream = self._process.stdout
         while b"\n" not in self._pending:

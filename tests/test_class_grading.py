@@ -297,22 +297,44 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_limit_named():
     assert "time limit" in json.dumps(executed.cells[1].outputs)
 
 
-def test_ctrl_c_while_the_graders_run_leaves_no_grader_process(monkeypatch, tmp_path):
-    """grade_notebook kills the graders' process group whatever stops it, Ctrl-C included."""
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "fresh"])
+def test_ctrl_c_while_the_graders_run_leaves_no_grader_process(monkeypatch, tmp_path, warm):
+    """grade_notebook kills the graders' process group whatever stops it, Ctrl-C included, in both ways of
+    starting the graders (forked from the warm process, or a fresh ``python -m pytest``)."""
     import os
     import subprocess
 
+    from coursekit import warm_graders
     from coursekit.grading import grade_notebook
     from coursekit.isolation import isolation
 
-    isolation()  # decided before communicate is replaced (it starts processes of its own)
+    if warm and not warm_graders._warm_graders_possible():
+        pytest.skip("no fork (Linux only)")
+    isolation()  # decided before anything is replaced (it starts processes of its own)
+    monkeypatch.setattr(course_config, "WARM_GRADERS", warm)
     started = []
+    if warm:
+        receive = warm_graders._WarmProcess._receive
 
-    def interrupted(process, *args, **kwargs):
-        started.append(process.pid)
-        raise KeyboardInterrupt
+        def interrupted(self, timeout):
+            if started:
+                raise KeyboardInterrupt  # while the grading runs
+            message = receive(self, timeout)
+            if "pid" in message:
+                started.append(message["pid"])
+            return message
 
-    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+        monkeypatch.setattr(warm_graders._WarmProcess, "_receive", interrupted)
+    else:
+        wait = subprocess.Popen.wait
+
+        def interrupted(process, timeout=None):
+            if timeout is None:
+                return wait(process)
+            started.append(process.pid)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(subprocess.Popen, "wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         grade_notebook(tmp_path / LAB.notebook, LAB.assignment)
     assert started
