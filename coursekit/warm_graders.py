@@ -109,25 +109,27 @@ class _WarmProcess:
         if not isinstance(pid, int) or pid <= 0:
             self.stop()
             raise WarmProcessError("no grading process")
-        timed_out, answered = False, False
+        timed_out, finished = False, False
         try:
-            try:
-                self._receive(max(timeout - (time.monotonic() - started), 0.1))
-            except TimeoutError:
-                timed_out = True
-            answered = True
+            self._receive(max(timeout - (time.monotonic() - started), 0.1))
+            finished = True
+        except TimeoutError:
+            timed_out = True
         finally:  # as for a fresh process: the grading's process group never survives it (Ctrl-C included)
             _kill_group(pid)
-            if not answered:  # stopped from outside (Ctrl-C, an error): let the warm process reap it, then end it
-                with contextlib.suppress(TimeoutError, WarmProcessError):
-                    self._next_message(10)
-                self.stop()  # its status would otherwise arrive out of step with the next grading
-        if timed_out:
-            try:
-                self._receive(30)  # the killed grading's status
-            except (TimeoutError, WarmProcessError):
-                self.stop()
+            if not finished:
+                self._reap()
         return timed_out, Path(log_path).read_bytes() if Path(log_path).exists() else b""
+
+    def _reap(self):
+        """Read a killed grading's status, so that the next grading's messages stay in step; else end the warm
+        process (the next grading starts a new one)."""
+        if self._process is None:  # it has ended already
+            return
+        try:
+            self._receive(30)
+        except (TimeoutError, WarmProcessError):
+            self.stop()
 
     def _start(self, env):
         """A warm process whose environment is ``env`` (what Keras read when it was imported), started if needed."""
@@ -162,9 +164,6 @@ class _WarmProcess:
 
     def _receive(self, timeout):
         """The warm process's next message; TimeoutError after ``timeout`` seconds, WarmProcessError when it ended."""
-        return self._next_message(timeout)
-
-    def _next_message(self, timeout):
         deadline = time.monotonic() + timeout
         stream = self._process.stdout
         while b"\n" not in self._pending:
