@@ -342,6 +342,15 @@ CODE_RULES = {
             "max_test_above_train": course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX,
         },
     ),
+    LAB3.assignment: (
+        "SAVED_MODEL_RULES",
+        lambda: {
+            "base_conv_layers": LAB3.base_conv_layers,
+            "train_images": LAB3.saved_model_train_images,
+            "max_test_above_train": course_config.SAVED_MODEL_TEST_ABOVE_TRAIN_MAX,
+            "min_test_accuracy": LAB3.saved_model_min_accuracy,
+        },
+    ),
 }
 
 
@@ -461,20 +470,7 @@ def self_check_problems(notebook):
     return problems
 
 
-# Lab 3's self-checks are rewritten with its next reference run (its reference must run the source's code).
-SELF_CHECKS_PENDING = {LAB3.assignment}
-
-
-@pytest.mark.parametrize(
-    "lab",
-    [
-        pytest.param(lab, marks=pytest.mark.xfail(strict=True, reason="rewritten with the lab's next reference run"))
-        if lab.assignment in SELF_CHECKS_PENDING
-        else lab
-        for lab in course_config.LABS
-    ],
-    ids=lambda lab: lab.assignment,
-)
+@LABS
 def test_every_self_check_says_what_was_expected(lab):
     """A failing visible assert tells the student what was expected; no self-check is a bare ``callable(...)``."""
     problems = self_check_problems(released(lab))
