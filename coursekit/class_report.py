@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import course_config
-from coursekit.class_results import ResultStore, identical_model_files
+from coursekit.class_results import ResultStore, identical_model_file_note, model_file_groups
 from coursekit.course_layout import CourseLayout
 
 
@@ -31,6 +31,7 @@ class StudentRow:
     problem: str = ""  # why nothing could be graded, if so
     flags: list = field(default_factory=list)
     measurements: dict = field(default_factory=dict)
+    same_model_file_as: list = field(default_factory=list)  # students whose model file is byte for byte this one
 
     @property
     def total(self):
@@ -47,7 +48,8 @@ def class_rows(root, assignment):
 
     notebook = course_config.lab_settings(assignment).notebook_id
     results = ResultStore.for_course(root).results(assignment)
-    duplicates = identical_model_files(results)
+    groups = model_file_groups(results)
+    duplicates = {student: [other for other in group if other != student] for group in groups for student in group}
     rows = []
     for table_row in check_table(root, assignment, notebook):
         student = table_row["student"]
@@ -61,7 +63,10 @@ def class_rows(root, assignment):
             row.flags = [str(note) for note in report.flags]
             row.measurements = dict(report.measurements)
         if student in duplicates:
-            row.flags.append(f"its model file is byte for byte the same as that of {', '.join(duplicates[student])}")
+            row.flags.append(
+                identical_model_file_note(duplicates[student], whole_group="see Identical model files below")
+            )
+            row.same_model_file_as = duplicates[student]
         rows.append(row)
     return rows
 
@@ -83,12 +88,45 @@ def summary(rows):
         "frequent_failures": messages.most_common(10),
         "not_graded": {row.student: row.problem for row in rows if row.problem},
         "flagged": {row.student: row.flags for row in rows if row.flags},
+        "identical_model_files": _groups_of_identical_files(rows),
         "saved_model_accuracies": {
             row.student: row.measurements["saved_model_test_accuracy"]
             for row in rows
             if "saved_model_test_accuracy" in row.measurements
         },
     }
+
+
+def _groups_of_identical_files(rows):
+    """Groups of students that handed in one model file, largest first (each group listed once)."""
+    groups = {tuple(sorted([row.student, *row.same_model_file_as])) for row in rows if row.same_model_file_as}
+    return [list(group) for group in sorted(groups, key=lambda group: (-len(group), group))]
+
+
+def score_bins(maximum):
+    """Histogram edges for autograded totals: one bar per point (centred on it) up to 40 points, else 20 bars."""
+    maximum = max(float(maximum), 1.0)
+    if maximum <= 40:
+        return [edge - 0.5 for edge in range(int(maximum) + 2)]
+    return [maximum * k / 20 for k in range(21)]
+
+
+ACCURACY_BIN_WIDTHS = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def accuracy_bins(values, bar, most=40):
+    """Histogram edges for saved models' test accuracies with ``bar`` as one of the edges, so that every bar of
+    the histogram lies wholly below or wholly above the course bar; the narrowest width that needs at most
+    ``most`` bins."""
+    import math
+
+    low, high = min([*values, bar]), max([*values, bar])
+    for width in ACCURACY_BIN_WIDTHS:
+        below = math.ceil((bar - low) / width + 1e-9)
+        above = max(1, math.ceil((high - bar) / width + 1e-9))
+        if below + above <= most:
+            break
+    return [round(bar + k * width, 6) for k in range(-below, above + 1)]
 
 
 def _figure_png(draw):
@@ -114,7 +152,7 @@ def _figures(numbers, settings):
     totals = list(numbers["totals"].values())
 
     def scores(axes):
-        axes.hist(totals, bins=min(20, max(5, len(totals))), range=(0, numbers["maximum"] or 1), color="#4c72b0")
+        axes.hist(totals, bins=score_bins(numbers["maximum"]), color="#4c72b0", edgecolor="white")
         axes.set_xlabel(f"autograded points (of {numbers['maximum']:g})")
         axes.set_ylabel("students")
         axes.set_title("Score distribution")
@@ -129,9 +167,20 @@ def _figures(numbers, settings):
 
     def accuracies(axes):
         values = list(numbers["saved_model_accuracies"].values())
-        axes.hist(values, bins=20, color="#8172b2")
+        bar = settings.saved_model_min_accuracy
+        edges = accuracy_bins(values, bar)
+        below = [value for value in values if value < bar]
+        above = [value for value in values if value >= bar]
+        axes.hist(
+            [below, above],
+            bins=edges,
+            stacked=True,
+            color=["#c44e52", "#8172b2"],
+            edgecolor="white",
+            label=["below the bar", "at or above the bar"],
+        )
         axes.axvline(
-            settings.saved_model_min_accuracy,
+            bar,
             color="#c44e52",
             linestyle="--",
             label=f"bar {settings.saved_model_min_accuracy:.3f}",
@@ -199,6 +248,20 @@ def render(assignment, numbers):
     parts.append(_list({s: [why] for s, why in numbers["not_graded"].items()}) or "<p>None.</p>")
     parts.append("<h2>For your review</h2><p>Suggestive, not certain: these submissions kept their points.</p>")
     parts.append(_list(numbers["flagged"]) or "<p>None.</p>")
+    parts.append(
+        "<h3>Identical model files</h3><p>Each line is one model file that several submissions hand in byte for "
+        "byte (two students who trained their own networks never do).</p>"
+    )
+    parts.append(
+        "<ul>"
+        + "".join(
+            f"<li>{len(group)} submissions: {', '.join(html.escape(student) for student in group)}</li>"
+            for group in numbers["identical_model_files"]
+        )
+        + "</ul>"
+        if numbers["identical_model_files"]
+        else "<p>None.</p>"
+    )
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -351,14 +351,32 @@ class ResultStore:
 
 def identical_model_files(results):
     """``{student: [other students]}`` for submissions whose model files are byte for byte the same."""
+    return {
+        student: [other for other in group if other != student]
+        for group in model_file_groups(results)
+        for student in group
+    }
+
+
+def model_file_groups(results):
+    """Groups (sorted lists of students, largest group first) that submitted byte-for-byte the same model file."""
     by_digest = {}
     for student, result in results.items():
         digest = result.model_sha256
         if digest:
             by_digest.setdefault(digest, []).append(student)
-    return {
-        student: [other for other in group if other != student]
-        for group in by_digest.values()
-        if len(group) > 1
-        for student in group
-    }
+    groups = [sorted(group) for group in by_digest.values() if len(group) > 1]
+    return sorted(groups, key=lambda group: (-len(group), group))
+
+
+NAMED_IN_A_NOTE = 5  # the other students a note names; a larger group is listed in full once, in the class report
+
+
+def identical_model_file_note(others, whole_group="the class report lists the whole group"):
+    """The note for review of a student whose model file is also that of ``others``; ``whole_group`` says where a
+    group too large for the note is listed."""
+    others = sorted(others)
+    named = ", ".join(others[:NAMED_IN_A_NOTE])
+    if len(others) > NAMED_IN_A_NOTE:
+        named += f" and {len(others) - NAMED_IN_A_NOTE} more ({whole_group})"
+    return f"its model file is byte for byte the same as that of {named}"

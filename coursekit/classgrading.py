@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.class_results import ResultStore, code_digest, find_submissions, identical_model_files
+from coursekit.class_results import (
+    ResultStore,
+    code_digest,
+    find_submissions,
+    identical_model_file_note,
+    identical_model_files,
+)
 from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.gradebook_writer import GradebookError, GradebookWriter
 from coursekit.class_report import write_class_report
@@ -167,9 +173,7 @@ def _collect_flags(store, assignment, summary):
         if notes:
             summary.flags[(assignment, student)] = notes
     for student, others in identical_model_files(results).items():
-        summary.flags.setdefault((assignment, student), []).append(
-            f"its model file is byte for byte the same as that of {', '.join(sorted(others))}"
-        )
+        summary.flags.setdefault((assignment, student), []).append(identical_model_file_note(others))
 
 
 def _assignments(writer, root, requested):

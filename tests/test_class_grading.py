@@ -8,6 +8,7 @@ grading function, which still go through the worker processes and nbgrader.
 import csv
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -419,6 +420,8 @@ def test_class_report_and_platform_exports_agree_with_the_gradebook(stub_course)
     assert numbers["frequent_failures"][0][1] == 1
     assert numbers["saved_model_accuracies"]["demo_syntax_error"] == pytest.approx(0.897)
     assert "byte for byte" in " ".join(numbers["flagged"]["demo_reference"])
+    assert numbers["identical_model_files"] == [sorted(numbers["totals"])]  # the stand-ins share one model file
+    assert "3 submissions: demo_missing_function, demo_reference, demo_syntax_error" in page
     assert "1 of 3" in page and "below the bar" in page  # 0.897 < 0.905
 
     canvas, moodle = (stub_course / f"grades_{name}.csv" for name in ("canvas", "moodle"))
@@ -432,3 +435,40 @@ def test_class_report_and_platform_exports_agree_with_the_gradebook(stub_course)
         assert {row["ID number"]: float(row[LAB.assignment]) for row in csv.DictReader(handle)} == pytest.approx(
             csv_scores
         )
+
+
+def test_a_large_group_of_identical_model_files_is_listed_once_and_named_briefly_in_each_note():
+    from coursekit.class_results import NAMED_IN_A_NOTE, identical_model_file_note, model_file_groups
+
+    results = {
+        f"s{i:02d}": SimpleNamespace(model_sha256="a" if i < 12 else ("b" if i < 14 else f"own{i}")) for i in range(20)
+    }
+    groups = model_file_groups(results)
+    assert groups == [
+        [f"s{i:02d}" for i in range(12)],
+        ["s12", "s13"],
+    ]  # largest first; files of their own are no group
+    note = identical_model_file_note(groups[0][1:])
+    assert note.count(", ") == NAMED_IN_A_NOTE - 1 and f"and {11 - NAMED_IN_A_NOTE} more" in note
+    assert "and" not in identical_model_file_note(["s13"]).split("that of")[1]
+
+
+@pytest.mark.parametrize(
+    "values, bar",
+    [([0.9111] * 7 + [0.6106], 0.905), ([0.93, 0.9312, 0.9401], 0.93), ([0.1, 0.95], 0.91), ([0.915], 0.91)],
+)
+def test_the_accuracy_histogram_has_the_bar_as_an_edge(values, bar):
+    from coursekit.class_report import accuracy_bins
+
+    edges = accuracy_bins(values, bar)
+    assert bar in edges and edges[0] <= min(values) and edges[-1] >= max(values)
+    assert edges == sorted(edges) and len(edges) - 1 <= 40
+    assert all(not (low < bar < high) for low, high in zip(edges, edges[1:]))  # no bin straddles the bar
+
+
+def test_the_score_histogram_has_one_bar_per_point_for_a_lab():
+    from coursekit.class_report import score_bins
+
+    edges = score_bins(21)
+    assert edges[0] == -0.5 and edges[-1] == 21.5 and len(edges) == 23  # 0, 1, ..., 21 points: a bar each
+    assert len(score_bins(120)) == 21
