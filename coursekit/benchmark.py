@@ -34,7 +34,8 @@ that revision is checked out in a temporary folder the sandbox's user can cross,
 and worker count its own benchmark runs first (a child process whose imports, graders and notebooks
 all come from that revision), then this tree's. Each run is marked with its tree and with whether
 every submission was scored as expected, and the table ends with the ratios of seconds per
-submission: README.md's before/after comes from one such run, on one machine.
+submission and of wall times: README.md's before/after comes from one such run, on one machine. With
+``--class-size`` too, both trees grade a class of that size.
 
 Examples::
 
@@ -43,6 +44,7 @@ Examples::
     .venv/bin/python -m coursekit.benchmark --profile --out profile.json
     .venv/bin/python -m coursekit.benchmark --profile --baseline e8552f3    # before and after a change
     .venv/bin/python -m coursekit.benchmark --labs lab1_dense --class-size 100 --workers 2
+    .venv/bin/python -m coursekit.benchmark --labs lab1_dense --class-size 20 --workers 2 --baseline 0dd753c
 """
 
 import argparse
@@ -369,11 +371,14 @@ sys.exit(baseline.main(sys.argv[2:]))
 """
 
 
-def measure_checkout(folder, assignment, workers, students, profiling, scratch):
+def measure_checkout(folder, assignment, workers, students, profiling, scratch, class_size=None):
     """The runs of the benchmark of the kit checked out in ``folder``, run there as a child process."""
     out = Path(tempfile.mkdtemp(prefix="baseline-", dir=scratch)) / "runs.json"
     command = [sys.executable, "-c", BASELINE_RUNNER, __file__, "--labs", assignment, "--workers", str(workers)]
-    command += [*(["--students", *students] if students else []), *(["--profile"] if profiling else [])]
+    if class_size:
+        command += ["--class-size", str(class_size)]
+    else:
+        command += [*(["--students", *students] if students else []), *(["--profile"] if profiling else [])]
     env = {key: value for key, value in os.environ.items() if key != "COURSEKIT_GRADER_CACHE"}
     env["PYTHONPATH"] = str(folder)  # its course_config and coursekit, before this tree's installed ones
     subprocess.run([*command, "--out", str(out)], cwd=folder, env=env, check=False)
@@ -385,8 +390,11 @@ def measure_checkout(folder, assignment, workers, students, profiling, scratch):
 def ratio_table(runs):
     """Seconds per submission of the baseline over this tree's, per lab and worker count; no speed-up is
     claimed where either tree did not score its submissions as expected (a broken grading is fast)."""
-    lines = ["| Lab | Workers | Baseline s/submission | This tree s/submission | Speed-up |"]
-    lines.append("|---|---|---:|---:|---:|")
+    lines = [
+        "| Lab | Workers | Submissions | Baseline s/submission | This tree s/submission | Speed-up "
+        "| Wall, baseline → this tree |"
+    ]
+    lines.append("|---|---|---:|---:|---:|---:|---|")
     per = {}
     for run in runs:
         values = [value for value in run["seconds_per_submission"].values() if value is not None]
@@ -397,7 +405,9 @@ def ratio_table(runs):
         if current and before:
             trusted = scored_as_expected(run) is True and scored_as_expected(before[1]) is True
             ratio = f"{before[0] / seconds:.2f}×" if trusted else "none claimed: not scored as expected"
-            lines.append(f"| {lab} | {workers} | {before[0]:.1f} | {seconds:.1f} | {ratio} |")
+            wall = f"{before[1]['wall_s']:.0f} s → {run['wall_s']:.0f} s"
+            cells = [lab, workers, run["submissions"], f"{before[0]:.1f}", f"{seconds:.1f}", ratio, wall]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -434,8 +444,8 @@ def main(argv=None):
         help="also measure the kit at this git revision (a commit before a change), alternating with this tree",
     )
     args = parser.parse_args(argv)
-    if args.class_size and (args.profile or args.baseline or args.students):
-        parser.error("--class-size grades its own class: leave out --profile, --baseline and --students")
+    if args.class_size and (args.profile or args.students):
+        parser.error("--class-size grades its own class: leave out --profile and --students")
 
     load = _load()
     if load[0] > 0.5:
@@ -480,7 +490,10 @@ def main(argv=None):
                 for workers in [1] if args.profile else args.workers:
                     if baseline is not None:
                         print(f"{assignment}: the baseline {args.baseline}, {workers} worker(s) ...", flush=True)
-                        for run in measure_checkout(baseline, assignment, workers, students, args.profile, scratch):
+                        baseline_runs = measure_checkout(
+                            baseline, assignment, workers, students, args.profile, scratch, args.class_size
+                        )
+                        for run in baseline_runs:
                             report["runs"].append({**run, "tree": f"baseline {args.baseline}"})
                     print(f"{assignment}: grading with {workers} worker(s), empty grader cache ...", flush=True)
                     run = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import course_config
-from coursekit.isolation import close_course, find_course_roots, isolation
+from coursekit.isolation import KERNEL_PREFIXES, close_course, find_course_roots, isolation
 from coursekit.warm_graders import run_pytest
 
 
@@ -65,6 +65,19 @@ def _shorten(text):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def graders_environment(env=None):
+    """The graders' environment: ``env`` (default ``os.environ``) without what Jupyter and nbgrader set for a
+    kernel (:data:`coursekit.isolation.KERNEL_PREFIXES`).
+
+    The graders read none of those, and in a class-grading worker the quick-mode re-run sets
+    ``NBGRADER_EXECUTION`` while the graders start beside it: with it, their environment would depend on
+    which of the two came first, and each change starts a new warm process (:mod:`coursekit.warm_graders`).
+    """
+    env = os.environ if env is None else env
+    kept = {key: value for key, value in env.copy().items() if not key.startswith(KERNEL_PREFIXES)}
+    return {**kept, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def grade_notebook(notebook, assignment, timeout=None, course=None):
     """Run the hidden graders of ``assignment`` on ``notebook``.
 
@@ -108,7 +121,7 @@ def grade_notebook(notebook, assignment, timeout=None, course=None):
             "-o",
             "addopts=",
         ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
+        env = graders_environment()
         started = time.time()
         timed_out, output = run_pytest(argv, scratch, env, timeout, Path(scratch) / "graders.log")
         if timed_out:  # the checks finished before the limit keep their result; the others fail, saying why

@@ -420,6 +420,8 @@ KEPT_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",  # thread counts: a shared machine's setting
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",  # TensorFlow's thread pools: class grading sets them per worker
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",  # OpenBLAS on CPUs it does not detect (some VMs)
     "CUDA_VISIBLE_DEVICES",  # which GPUs, if any, the grader's processes may use

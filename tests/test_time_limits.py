@@ -11,6 +11,7 @@ import json
 import os
 import textwrap
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -300,7 +301,7 @@ def test_before_and_after_in_one_run_gives_each_tree_its_row_and_the_speed_up():
         }
 
     runs = [run("baseline 72c155b", 50.0), run("this tree", 20.0)]
-    assert "| lab1_dense | 1 | 55.0 | 25.0 | 2.20× |" in ratio_table(runs)
+    assert "| lab1_dense | 1 | 2 | 55.0 | 25.0 | 2.20× | 150 s → 60 s |" in ratio_table(runs)
     rows = table(runs)
     assert "lab1_dense (baseline 72c155b), 1 worker" in rows and "lab1_dense (this tree), 1 worker" in rows
     assert rows.count("| yes |") == 2
@@ -361,3 +362,20 @@ def test_a_benchmark_class_shares_no_score_and_is_expected_to_pass(tmp_path):
 
     with pytest.raises(SystemExit, match="lab1_dense"):
         class_submissions(course_config.LAB2, 2)
+
+
+def test_a_class_measured_against_a_baseline_is_the_same_class_in_both_trees(tmp_path, monkeypatch):
+    from coursekit import benchmark
+
+    commands = []
+
+    def run_baseline(command, cwd, env, check):
+        commands.append(command)
+        Path(command[command.index("--out") + 1]).write_text(json.dumps({"runs": []}))
+
+    monkeypatch.setattr(benchmark.subprocess, "run", run_baseline)
+    benchmark.measure_checkout(tmp_path, "lab1_dense", 2, ["demo_reference"], False, tmp_path, class_size=20)
+    benchmark.measure_checkout(tmp_path, "lab1_dense", 1, ["demo_reference"], False, tmp_path)
+    with_class, without = commands
+    assert with_class[with_class.index("--class-size") + 1] == "20" and "--students" not in with_class
+    assert "--class-size" not in without and without[without.index("--students") + 1] == "demo_reference"

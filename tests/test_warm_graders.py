@@ -87,6 +87,16 @@ def test_a_changed_environment_starts_a_new_warm_process(stand_in, monkeypatch):
 
 
 @needs_fork
+def test_the_quick_mode_rerun_beside_the_graders_keeps_their_warm_process(stand_in, monkeypatch):
+    before = grade(stand_in).measurements
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # what the re-run sets in the same worker meanwhile
+    monkeypatch.setenv("JPY_PARENT_PID", "1")
+    after = grade(stand_in).measurements
+    assert after["parent"] == before["parent"]
+    assert not any(key.startswith(("NBGRADER_", "JPY_")) for key in grading.graders_environment())
+
+
+@needs_fork
 def test_a_warm_process_that_died_is_replaced(stand_in):
     grade(stand_in)
     os.kill(warm_graders._WARM.pid(), signal.SIGKILL)
