@@ -105,9 +105,6 @@ GRADER_CACHE_DIR = Path(os.environ.get("COURSEKIT_GRADER_CACHE", ROOT / ".grader
 
 # --- Class grading (`python -m coursekit grade-class`, coursekit.classgrading) -------------
 CLASS_GRADING_WORKERS = 2  # parallel gradings on one machine: one per CPU core (README.md)
-# TensorFlow's thread pools in each local worker's processes: the cores divided by the workers
-# (coursekit.classgrading.share_cores), unless set already in the environment.
-GRADING_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 CLASS_GRADING_SUBMISSION_TIMEOUT_S = 600  # one submission in all: the hidden graders, then nbgrader's quick-mode re-run
 CLASS_GRADING_RESULTS = ".class_grading"  # folder in the course root: one result file per submission, for resuming
 

@@ -17,7 +17,6 @@ missing or changed, and records what was stored but not yet recorded.
 
 import json
 import multiprocessing
-import os
 import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -263,31 +262,11 @@ def _executor(workers, scheduler):
             client.close()
     else:
         # spawn: workers start clean, whatever threads this process runs (the progress bar's, nbgrader's).
-        executor = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=share_cores,
-            initargs=(workers,),
-        )
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         try:
             yield executor, workers
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
-
-
-def share_cores(workers, cores=None, env=None):
-    """Give each of ``workers`` local workers its share of the ``cores`` (default: this machine's) in
-    TensorFlow's thread pools, by setting :data:`course_config.GRADING_THREAD_VARIABLES` in ``env``
-    (default ``os.environ``, the worker's own: it runs at the start of each worker process).
-
-    Every process of a grading (the graders, the sandbox's child, the model file's child, the re-run's
-    kernel) inherits them; with pools as large as the machine in each, workers side by side fight over
-    the cores. A value already set (by the instructor) stays.
-    """
-    env = os.environ if env is None else env
-    share = max(1, (cores or os.cpu_count() or 1) // max(1, workers))
-    for name in course_config.GRADING_THREAD_VARIABLES:
-        env.setdefault(name, str(share))
 
 
 def _finish(future, submission, fingerprint, store, writer, summary, bar):

@@ -421,7 +421,7 @@ KEPT_VARIABLES = (
     "MKL_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",  # thread counts: a shared machine's setting
     "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",  # TensorFlow's thread pools: class grading sets them per worker
+    "TF_NUM_INTEROP_THREADS",  # TensorFlow's thread pools, like the ones above
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",  # OpenBLAS on CPUs it does not detect (some VMs)
     "CUDA_VISIBLE_DEVICES",  # which GPUs, if any, the grader's processes may use

@@ -16,7 +16,7 @@ import course_config
 from coursekit import course
 from coursekit.class_results import ResultStore, SubmissionResult, find_submissions
 from coursekit.class_worker import GradingJob, grade_submission
-from coursekit.classgrading import grade_class, share_cores
+from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points, submit_demo_students
 from coursekit.grading import CheckResult, GradingReport
 from coursekit.isolation import student_environment
@@ -475,20 +475,7 @@ def test_the_score_histogram_has_one_bar_per_point_for_a_lab():
     assert len(score_bins(120)) == 21
 
 
-@pytest.mark.parametrize(("workers", "cores", "threads"), [(2, 2, "1"), (1, 2, "2"), (4, 2, "1"), (2, 16, "8")])
-def test_local_workers_share_the_cores_between_them(workers, cores, threads):
-    env = {}
-    share_cores(workers, cores=cores, env=env)
-    assert env == {name: threads for name in course_config.GRADING_THREAD_VARIABLES}
-
-
-def test_an_instructors_thread_setting_stays():
-    env = {"TF_NUM_INTRAOP_THREADS": "3"}
-    share_cores(2, cores=2, env=env)
-    assert env == {"TF_NUM_INTRAOP_THREADS": "3", "TF_NUM_INTEROP_THREADS": "1"}
-
-
-def test_student_code_runs_with_the_workers_thread_pools(tmp_path):
+def test_student_code_runs_with_the_graders_thread_pool_settings(tmp_path):
     worker = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TOKEN": "x"}
     env = student_environment(tmp_path, env=worker)
     assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "1"
