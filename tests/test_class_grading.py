@@ -19,7 +19,6 @@ from coursekit.class_worker import GradingJob, grade_submission
 from coursekit.classgrading import grade_class
 from coursekit.demo import lost_points, submit_demo_students
 from coursekit.grading import CheckResult, GradingReport
-from coursekit.isolation import student_environment
 from coursekit.submissions import LAB1_SUBMISSIONS
 
 from conftest import released_course
@@ -473,10 +472,3 @@ def test_the_score_histogram_has_one_bar_per_point_for_a_lab():
     edges = score_bins(21)
     assert edges[0] == -0.5 and edges[-1] == 21.5 and len(edges) == 23  # 0, 1, ..., 21 points: a bar each
     assert len(score_bins(120)) == 21
-
-
-def test_student_code_runs_with_the_graders_thread_pool_settings(tmp_path):
-    worker = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TOKEN": "x"}
-    env = student_environment(tmp_path, env=worker)
-    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "1"
-    assert "TOKEN" not in env

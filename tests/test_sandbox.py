@@ -4,6 +4,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from coursekit.isolation import student_environment
 from coursekit.sandbox import Call, run_student_functions
 
 
@@ -96,3 +97,10 @@ def test_broken_notebook_file_gives_failed_calls(tmp_path, source):
     path.write_text(source)
     run = run_student_functions(path, [Call("anything")])
     assert not run["anything"].ok and "broken.ipynb is not valid JSON" in run["anything"].error
+
+
+def test_student_code_keeps_the_machines_thread_settings_and_nothing_private(tmp_path):
+    grader = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1", "TOKEN": "x"}
+    env = student_environment(tmp_path, env=grader)
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == env["OMP_NUM_THREADS"] == "1"
+    assert "TOKEN" not in env
